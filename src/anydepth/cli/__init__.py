@@ -1,0 +1,1 @@
+"""Command-line interface: ``anydepth <command>``. Only this package talks to the user."""

@@ -1,0 +1,1 @@
+"""anydepth.data.filtering."""
