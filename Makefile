@@ -22,8 +22,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests $(wildcard scripts)
+	$(VENV)/bin/ruff format --check src tests $(wildcard scripts)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
