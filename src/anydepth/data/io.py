@@ -21,6 +21,13 @@ __all__ = [
     "write_png16",
     "write_npy",
     "write_image",
+    "read_npy",
+    "read_pfm",
+    "write_pfm",
+    "read_exr",
+    "read_hdf5_dataset",
+    "read_depth",
+    "DEPTH_EXTENSIONS",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -115,3 +122,228 @@ def write_npy(path: PathLike, array: np.ndarray, *, overwrite: bool = False) -> 
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depth formats: NPY, PFM, OpenEXR, HDF5 and a dispatcher on the file extension.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Extensions ``read_depth`` understands (lower case).
+DEPTH_EXTENSIONS: tuple[str, ...] = (".png", ".npy", ".pfm", ".exr", ".hdf5", ".h5")
+
+
+def _require_file(p: Path, what: str) -> None:
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """Read a ``.npy`` array (``allow_pickle=False``: object arrays are refused).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a valid ``.npy`` file or holds Python objects.
+    """
+    p = Path(path)
+    _require_file(p, "array file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read .npy file {p}: {e}") from e
+
+
+def read_pfm(path: PathLike) -> np.ndarray:
+    """Read a PFM (portable float map) as float32 ``[H,W]`` (``Pf``) or ``[H,W,3]`` (``PF``).
+
+    PFM stores scanlines bottom-to-top; the rows are flipped so row 0 is the top of the image. The sign of the
+    scale field gives the byte order (negative = little endian); its magnitude is ignored.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: bad header or truncated pixel data (names the file).
+    """
+    p = Path(path)
+    _require_file(p, "PFM file")
+    with open(p, "rb") as f:
+        data = f.read()
+    # The header is three whitespace-separated fields after the magic: width, height, scale.
+    tokens: list[bytes] = []
+    pos = 0
+    while len(tokens) < 4:
+        while pos < len(data) and data[pos : pos + 1].isspace():
+            pos += 1
+        start = pos
+        while pos < len(data) and not data[pos : pos + 1].isspace():
+            pos += 1
+        if start == pos:
+            raise ValueError(f"{p}: truncated PFM header")
+        tokens.append(data[start:pos])
+        if len(tokens) == 1 and tokens[0] not in (b"PF", b"Pf"):
+            raise ValueError(f"{p}: not a PFM file (magic {tokens[0][:8]!r}, expected b'PF' or b'Pf')")
+    pos += 1  # exactly one whitespace byte separates the header from the raster
+    try:
+        width, height, scale = int(tokens[1]), int(tokens[2]), float(tokens[3])
+    except ValueError as e:
+        raise ValueError(f"{p}: malformed PFM header {tokens!r}") from e
+    if width <= 0 or height <= 0 or scale == 0.0:
+        raise ValueError(f"{p}: invalid PFM header (width {width}, height {height}, scale {scale})")
+    channels = 3 if tokens[0] == b"PF" else 1
+    dtype = np.dtype("<f4") if scale < 0 else np.dtype(">f4")
+    count = width * height * channels
+    if len(data) - pos < count * 4:
+        raise ValueError(f"{p}: truncated PFM data ({len(data) - pos} bytes, expected {count * 4})")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=pos).astype(np.float32)
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    return np.ascontiguousarray(arr.reshape(shape)[::-1])
+
+
+def write_pfm(path: PathLike, array: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write a float ``[H,W]`` (``Pf``) or ``[H,W,3]`` (``PF``) array as little-endian PFM (atomically).
+
+    Row 0 of ``array`` is the top of the image; it is written last, as the format requires.
+    """
+    a = np.asarray(array, dtype=np.float32)
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"write_pfm expects [H,W] or [H,W,3], got shape {a.shape}")
+    magic = b"PF" if a.ndim == 3 else b"Pf"
+    header = magic + b"\n" + f"{a.shape[1]} {a.shape[0]}\n-1.0\n".encode("ascii")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(np.ascontiguousarray(a[::-1]).astype("<f4").tobytes())
+    return Path(path)
+
+
+def read_exr(path: PathLike, *, channel: str | None = None) -> np.ndarray:
+    """Read one channel of an OpenEXR file as float32 ``[H,W]`` (needs the ``OpenEXR`` package, extra ``data``).
+
+    Args:
+        path: the ``.exr`` file.
+        channel: channel name. If None: the only channel of a single-channel file, else the first present of
+            ``Y``, ``Z``, ``R``, ``depth``, ``D`` (IRS disparity files store the same value in R, G and B).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a readable EXR file.
+        KeyError: the requested channel is absent (names the available channels).
+        ImportError: ``OpenEXR`` is not installed.
+    """
+    p = Path(path)
+    _require_file(p, "EXR file")
+    try:
+        import OpenEXR
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"reading {p} needs the OpenEXR package: pip install 'anydepth[data]' (or pip install OpenEXR)"
+        ) from e
+    try:
+        with OpenEXR.File(str(p), separate_channels=True) as f:
+            chans = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
+    except (RuntimeError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read EXR file {p}: {e}") from e
+    if not chans:
+        raise ValueError(f"{p}: EXR file has no channels")
+    if channel is None:
+        if len(chans) == 1:
+            channel = next(iter(chans))
+        else:
+            channel = next((c for c in ("Y", "Z", "R", "depth", "D") if c in chans), None)
+            if channel is None:
+                raise KeyError(f"{p}: cannot choose a depth channel among {sorted(chans)}; pass channel=")
+    if channel not in chans:
+        raise KeyError(f"{p}: EXR channel {channel!r} not found; available: {sorted(chans)}")
+    arr = chans[channel]
+    if arr.ndim != 2:
+        raise ValueError(f"{p}: EXR channel {channel!r} has shape {arr.shape}, expected [H,W]")
+    return arr.astype(np.float32)
+
+
+def read_hdf5_dataset(path: PathLike, key: str = "dataset") -> np.ndarray:
+    """Read one dataset of an HDF5 file as a numpy array, dtype as stored (needs ``h5py``, extra ``data``).
+
+    Hypersim stores every per-pixel quantity under the key ``dataset`` (depth as float16 metres).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a readable HDF5 file.
+        KeyError: ``key`` is absent (names the keys present).
+        ImportError: ``h5py`` is not installed.
+    """
+    p = Path(path)
+    _require_file(p, "HDF5 file")
+    try:
+        import h5py
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"reading {p} needs the h5py package: pip install 'anydepth[data]' (or pip install h5py)"
+        ) from e
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise ValueError(f"cannot read HDF5 file {p}: {e}") from e
+    with f:
+        if key not in f:
+            raise KeyError(f"{p}: HDF5 key {key!r} not found; keys present: {sorted(f.keys())}")
+        obj = f[key]
+        if not isinstance(obj, h5py.Dataset):
+            raise ValueError(f"{p}: HDF5 entry {key!r} is a group, not a dataset")
+        try:
+            return np.asarray(obj[()])
+        except OSError as e:
+            raise ValueError(f"cannot read HDF5 dataset {key!r} of {p}: {e}") from e
+
+
+def read_depth(
+    path: PathLike,
+    *,
+    scale: float | None = None,
+    key: str = "dataset",
+    channel: str | None = None,
+) -> np.ndarray:
+    """Read a depth-like map as float32 ``[H,W]``, choosing the decoder by the file extension.
+
+    No validity handling happens here: zeros, NaN, inf and sky codes are returned as stored (divided by
+    ``scale`` for PNG). The unit is whatever the file stores (usually metres; disparity for IRS EXR files).
+
+    Args:
+        path: ``.png`` (8/16-bit single channel), ``.npy``, ``.pfm``, ``.exr``, ``.hdf5`` / ``.h5``.
+        scale: required for PNG: stored value / ``scale`` = depth (1000 for millimetres, 256 for KITTI,
+            100 for Virtual KITTI 2 centimetres, 5000 for TUM). Optional for other formats (divides if given).
+        key: HDF5 dataset key (default ``dataset``, as in Hypersim).
+        channel: EXR channel (see ``read_exr``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown extension, missing PNG scale, not a single-channel map, or an unreadable file.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext == ".png":
+        if scale is None:
+            raise ValueError(
+                f"{p}: a PNG depth map needs a scale (stored value / scale = depth), e.g. depth_scale=1000 for mm"
+            )
+        arr = read_png16(p).astype(np.float32)
+    elif ext == ".npy":
+        arr = read_npy(p)
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(f"{p}: expected a real numeric array, got dtype {arr.dtype}")
+    elif ext == ".pfm":
+        arr = read_pfm(p)
+    elif ext == ".exr":
+        arr = read_exr(p, channel=channel)
+    elif ext in (".hdf5", ".h5"):
+        arr = read_hdf5_dataset(p, key)
+    else:
+        raise ValueError(f"{p}: unsupported depth file extension {ext!r}; expected one of {DEPTH_EXTENSIONS}")
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ValueError(f"{p}: expected a single-channel [H,W] depth map, got shape {arr.shape}")
+    out = arr.astype(np.float32)
+    if scale is not None:
+        if not scale > 0:
+            raise ValueError(f"{p}: depth scale must be > 0, got {scale}")
+        out = out / np.float32(scale)
+    return out
