@@ -5,7 +5,7 @@ Importing this package registers every encoder, decoder and preset (explicit imp
 
 from __future__ import annotations
 
-from anydepth.models import presets  # noqa: F401
+from anydepth.models import decoders, encoders, presets  # noqa: F401  (registration side effects)
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
 

@@ -132,7 +132,10 @@ def load_model(
         raise FileNotFoundError(f"checkpoint not found: {p}")
     meta: dict[str, str] = {}
     if p.suffix == ".safetensors":
-        meta = read_checkpoint_metadata(p)
+        try:
+            meta = read_checkpoint_metadata(p)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
         from anydepth.models.official import load_official_checkpoint
 

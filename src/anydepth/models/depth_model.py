@@ -53,7 +53,7 @@ class DepthModel(nn.Module):
         Returns:
             ``[B,1,H,W]`` raw prediction in ``output_space`` (AnyDepth: affine-invariant disparity, > 0).
         """
-        h, w = int(x.shape[-2]), int(x.shape[-1])
+        h, w = x.shape[-2], x.shape[-1]  # kept symbolic so torch.export / ONNX keep H and W dynamic
         x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
         enc = self.encoder(x)
         return self.decoder(enc, (h, w))

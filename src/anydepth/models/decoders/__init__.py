@@ -1,1 +1,9 @@
-"""anydepth.models.decoders."""
+"""Decoders: ``EncoderOutput`` -> ``[B,1,H,W]``. Importing this package registers ``"sdt"`` and ``"dpt"``."""
+
+from __future__ import annotations
+
+from anydepth.models.decoders.base import Decoder
+from anydepth.models.decoders.dpt import DPTDecoder
+from anydepth.models.decoders.sdt import SDTDecoder
+
+__all__ = ["Decoder", "DPTDecoder", "SDTDecoder"]
