@@ -101,7 +101,11 @@ def test_decoder_only_checkpoint_needs_matching_encoder(tmp_path: Path) -> None:
     torch.save(enc_src.encoder.backbone.state_dict(), enc_file)
     model = anydepth.create_model("sdt_test", encoder_weights=enc_file)
     assert model.encoder_source is not None
-    for a, b in zip(model.encoder.backbone.state_dict().values(), enc_src.encoder.backbone.state_dict().values(), strict=True):
+    for a, b in zip(
+        model.encoder.backbone.state_dict().values(),
+        enc_src.encoder.backbone.state_dict().values(),
+        strict=True,
+    ):
         assert torch.equal(a, b)
     ckpt = anydepth.save_model(model, tmp_path / "dec.safetensors")
     assert read_checkpoint_metadata(ckpt)["contents"] == "decoder"
