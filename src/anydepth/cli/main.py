@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 # (command name, module). Add a line here when adding ``anydepth/cli/<name>.py``.
-_COMMANDS: tuple[tuple[str, str], ...] = (("models", "anydepth.cli.models"),)
+_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("models", "anydepth.cli.models"),
+    ("filter", "anydepth.cli.filter"),
+    ("eval", "anydepth.cli.evaluate"),
+    ("compare", "anydepth.cli.compare"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

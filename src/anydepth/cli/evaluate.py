@@ -1,0 +1,405 @@
+"""``anydepth eval``: zero-shot evaluation on NYUv2 / KITTI / ETH3D / ScanNet / DIODE (Marigold protocol).
+
+Examples::
+
+    anydepth eval --checkpoint anydepth_vits.safetensors --encoder-weights dinov3_vits16.pth \\
+        --benchmark all --data-root ~/data/marigold_eval --output runs/eval_vits
+    anydepth eval --predictions preds/ --pred-space disparity --benchmark nyuv2 --data-root ~/data/nyuv2 \\
+        --output runs/eval_preds
+
+Writes ``metrics.json``, ``per_sample.csv`` and ``table.md`` into ``--output`` (never over existing files unless
+``--overwrite``). Exit status: 0 when every benchmark was scored completely (or ``--allow-missing`` was given),
+1 when a benchmark failed or had missing samples, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_BENCHMARKS = ("nyuv2", "kitti", "eth3d", "scannet", "diode")
+_ALIGNMENTS = ("auto", "least_square", "least_square_disparity", "median", "none")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="zero-shot evaluation on the paper's benchmarks",
+        description=(
+            "Score a model (or precomputed predictions) on NYUv2, KITTI, ETH3D, ScanNet and DIODE under the "
+            "Marigold protocol (per-image least-squares alignment, AbsRel / delta1 ...). See docs/evaluation.md."
+        ),
+    )
+    src = p.add_argument_group("what to evaluate (exactly one)")
+    g = src.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--checkpoint", type=Path, help="model checkpoint (project safetensors or official AnyDepth)"
+    )
+    g.add_argument("--model", help="model preset name (random decoder weights unless loaded otherwise)")
+    g.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="PRED_DIR",
+        help="precomputed predictions: one float .npy per sample (see --pred-naming); with several benchmarks, "
+        "PRED_DIR/<benchmark> is used when it exists",
+    )
+    src.add_argument("--encoder-weights", type=Path, help="encoder weights file (DINOv3/DINOv2), local only")
+    src.add_argument(
+        "--pred-space",
+        default=None,
+        help="space of --predictions values: depth | disparity (affine-invariant) or a DepthSpace value "
+        "(depth_metric, disparity_metric, ...). Required with --predictions",
+    )
+    src.add_argument(
+        "--pred-naming",
+        choices=("anydepth", "marigold"),
+        default="anydepth",
+        help="prediction file names: anydepth = RGB path with .npy extension (default); marigold = files "
+        "written by Marigold's infer.py (pred_*.npy)",
+    )
+
+    d = p.add_argument_group("benchmarks and data")
+    d.add_argument(
+        "--benchmark",
+        nargs="+",
+        required=True,
+        choices=(*_BENCHMARKS, "all"),
+        help="benchmark(s) to run; 'all' = the five of the paper's Table 2",
+    )
+    d.add_argument(
+        "--data-root",
+        type=Path,
+        required=True,
+        help="benchmark data: ROOT/<benchmark> (an extracted Marigold tar, the tar itself, or a folder holding "
+        "the tar) by default; for a single benchmark ROOT itself is used when ROOT/<benchmark> does not exist",
+    )
+    d.add_argument(
+        "--bench-root",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="override the data location of one benchmark (repeatable)",
+    )
+    d.add_argument(
+        "--split-file",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="Marigold-format split list (repeatable as NAME=PATH); default: the official list's file name in "
+        "the benchmark root, else the layout is scanned",
+    )
+    d.add_argument(
+        "--limit", type=int, default=None, help="score only the first N samples (result marked incomplete)"
+    )
+    d.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="average over the samples that could be read instead of failing (reported in the outputs)",
+    )
+
+    pr = p.add_argument_group("protocol (defaults follow Marigold/Lotus per benchmark)")
+    pr.add_argument(
+        "--processing-res",
+        type=int,
+        default=None,
+        help="inference resolution, longest side in pixels (0 = native); default per benchmark: native, "
+        "ETH3D 768, DIODE 640",
+    )
+    pr.add_argument(
+        "--flip-tta", action="store_true", help="average with the horizontally flipped prediction"
+    )
+    pr.add_argument(
+        "--alignment",
+        choices=_ALIGNMENTS,
+        default="auto",
+        help="auto = least_square_disparity for disparity predictions, least_square for depth predictions",
+    )
+    pr.add_argument(
+        "--alignment-max-res",
+        default=None,
+        metavar="N|none",
+        help="fit the alignment on a copy subsampled to N px (default per benchmark: ETH3D 1024, others none)",
+    )
+    pr.add_argument(
+        "--alignment-downsample",
+        choices=("marigold", "nearest2d"),
+        default="marigold",
+        help="how --alignment-max-res subsamples: marigold = as Marigold's code does (columns only; default), "
+        "nearest2d = rows and columns",
+    )
+    pr.add_argument(
+        "--kitti-mask",
+        choices=("marigold", "eigen_full", "garg_full", "none"),
+        default="marigold",
+        help="KITTI evaluation mask: marigold = Eigen fractions of the KB-cropped frame (default); eigen_full / "
+        "garg_full = BTS-style masks of the full frame",
+    )
+    pr.add_argument(
+        "--diode-range-mask",
+        action="store_true",
+        help="non-standard: also mask DIODE ground truth outside (0.6, 350) m",
+    )
+    pr.add_argument(
+        "--diode-subset",
+        choices=("all", "indoors", "outdoor"),
+        default="all",
+        help="DIODE subset (default all)",
+    )
+
+    o = p.add_argument_group("output and runtime")
+    o.add_argument("--output", type=Path, required=True, help="output directory")
+    o.add_argument("--overwrite", action="store_true", help="replace existing result files in --output")
+    o.add_argument(
+        "--label", default=None, help="row label in tables (default: model / checkpoint / folder name)"
+    )
+    o.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    o.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="inference precision (autocast for bfloat16/float16)",
+    )
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _kv(items: list[str], flag: str, allow_bare: bool = False) -> tuple[dict[str, str], str | None]:
+    out: dict[str, str] = {}
+    bare: str | None = None
+    for it in items:
+        if "=" in it and it.split("=", 1)[0] in _BENCHMARKS:
+            k, v = it.split("=", 1)
+            out[k] = v
+        elif allow_bare and bare is None:
+            bare = it
+        else:
+            raise ValueError(f"{flag}: expected NAME=PATH with NAME in {', '.join(_BENCHMARKS)}, got {it!r}")
+    return out, bare
+
+
+def _pick_dir(base: Path, bench: str, single: bool) -> Path:
+    sub = base / bench
+    if sub.exists() or not single:
+        return sub
+    return base
+
+
+def _git_commit() -> str | None:
+    src = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (subprocess.SubprocessError, FileNotFoundError, OSError):
+        return None
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available")
+    return dev
+
+
+def _build_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
+    import anydepth
+
+    if args.checkpoint is not None:
+        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
+        info = {
+            "checkpoint": str(args.checkpoint),
+            "model": getattr(getattr(model, "config", None), "name", None),
+        }
+    else:
+        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
+        info = {"model": args.model, "checkpoint": None}
+        if args.encoder_weights is None:
+            logger.warning(
+                "--model %s without a checkpoint: the decoder (and encoder) have random weights", args.model
+            )
+            info["weights"] = "random"
+    info["encoder_weights"] = str(args.encoder_weights) if args.encoder_weights else None
+    model = model.to(device).eval()
+    return model, info
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from anydepth import __version__
+    from anydepth.eval.benchmarks import PAPER_BENCHMARKS, get_benchmark
+    from anydepth.eval.evaluate import (
+        IncompleteBenchmarkError,
+        ModelPredictor,
+        PrecomputedPredictions,
+        evaluate,
+        parse_space,
+    )
+    from anydepth.eval.report import check_output_dir, paper_table, write_report
+
+    names: list[str] = []
+    for b in args.benchmark:
+        for n in PAPER_BENCHMARKS if b == "all" else (b,):
+            if n not in names:
+                names.append(n)
+    single = len(names) == 1
+    roots, _ = _kv(args.bench_root, "--bench-root")
+    splits, bare_split = _kv(args.split_file, "--split-file", allow_bare=True)
+    if bare_split is not None:
+        if not single:
+            raise ValueError("--split-file without NAME= is only allowed with a single benchmark")
+        splits[names[0]] = bare_split
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be positive, got {args.limit}")
+    if args.processing_res is not None and args.processing_res < 0:
+        raise ValueError(f"--processing-res must be >= 0 (0 = native), got {args.processing_res}")
+    max_res: int | None | str = "spec"
+    if args.alignment_max_res is not None:
+        v = str(args.alignment_max_res).lower()
+        if v in ("none", "0", "off"):
+            max_res = None
+        elif v.isdigit():
+            max_res = int(v)
+        else:
+            raise ValueError(
+                f"--alignment-max-res: expected a positive integer or 'none', got {args.alignment_max_res!r}"
+            )
+    check_output_dir(args.output, overwrite=args.overwrite)  # fail before any work
+
+    device: Any = None
+    model: Any = None
+    model_info: dict[str, Any] = {}
+    if args.predictions is not None:
+        if args.pred_space is None:
+            raise ValueError("--pred-space is required with --predictions (depth or disparity)")
+        parse_space(args.pred_space)
+        if not args.predictions.is_dir():
+            raise FileNotFoundError(f"--predictions: directory not found: {args.predictions}")
+        label = args.label or args.predictions.name
+    else:
+        if args.pred_space is not None:
+            raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
+        device = _resolve_device(args.device)
+        model, model_info = _build_model(args, device)
+        label = args.label or (args.checkpoint.stem if args.checkpoint else args.model)
+    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+
+    results = []
+    errors: dict[str, str] = {}
+    for name in names:
+        spec = get_benchmark(name)
+        if name == "kitti" and args.kitti_mask != "marigold":
+            spec = spec.replace(kitti_mask=args.kitti_mask)
+        if name == "diode" and args.diode_range_mask:
+            spec = spec.replace(diode_range_mask=True)
+        if args.alignment_downsample != spec.alignment_downsample:
+            spec = spec.replace(alignment_downsample=args.alignment_downsample)
+        ds_kwargs = {"subset": args.diode_subset} if name == "diode" and args.diode_subset != "all" else {}
+        root = Path(roots[name]) if name in roots else _pick_dir(args.data_root, name, single)
+
+        def bar(it: Any, total: int, _name: str = name) -> Any:
+            return tqdm(it, total=total, desc=_name, unit="img", disable=args.no_progress, file=sys.stderr)
+
+        try:
+            if args.predictions is not None:
+                predictor: Any = PrecomputedPredictions(
+                    _pick_dir(args.predictions, name, single),
+                    str(args.pred_space),
+                    naming=args.pred_naming,
+                    benchmark=name,
+                )
+            else:
+                res = spec.processing_res if args.processing_res is None else args.processing_res
+                predictor = ModelPredictor(
+                    model,
+                    processing_res=res,
+                    flip_tta=args.flip_tta,
+                    device=device,
+                    autocast_dtype=autocast,
+                    info=model_info,
+                )
+            result = evaluate(
+                predictor,
+                spec,
+                root,
+                split_file=splits.get(name),
+                alignment=args.alignment,
+                alignment_max_res=max_res,
+                limit=args.limit,
+                allow_missing=args.allow_missing,
+                dataset_kwargs=ds_kwargs,
+                progress=bar,
+            )
+        except IncompleteBenchmarkError as e:
+            errors[name] = str(e)
+            print(f"anydepth eval: {e}", file=sys.stderr)
+            continue
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+            errors[name] = str(e)
+            print(f"anydepth eval: {name}: {e}", file=sys.stderr)
+            continue
+        if ds_kwargs:
+            result.meta["dataset_options"] = ds_kwargs
+        if not result.complete:
+            print(
+                f"anydepth eval: warning: {name} is incomplete ({result.num_samples} of "
+                f"{result.meta['split_num_samples']} listed samples scored, official {result.expected_num_samples})",
+                file=sys.stderr,
+            )
+        results.append(result)
+
+    run_meta = {
+        "anydepth_version": __version__,
+        "git_commit": _git_commit(),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "arguments": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"
+        },
+        "source": (
+            {
+                "kind": "predictions",
+                "dir": str(args.predictions),
+                "space": args.pred_space,
+                "naming": args.pred_naming,
+            }
+            if args.predictions is not None
+            else {"kind": "model", **model_info, "device": str(device), "dtype": args.dtype}
+        ),
+    }
+    paths = write_report(
+        args.output, results, label=label, run_meta=run_meta, errors=errors, overwrite=args.overwrite
+    )
+    if results:
+        from anydepth.eval.report import load_result
+
+        print(paper_table([(label, load_result(paths["metrics.json"])["benchmarks"])]), end="")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if errors:
+        print(f"anydepth eval: {len(errors)} benchmark(s) failed: {', '.join(errors)}", file=sys.stderr)
+        return 1
+    return 0
