@@ -1,0 +1,801 @@
+"""``anydepth infer``: depth maps, colour maps, point clouds and depth videos for images, folders and videos.
+
+A thin layer over ``anydepth.inference.predict_iter``: it expands the inputs, reads them, resolves camera
+intrinsics and reference depth, writes the requested outputs atomically and a ``summary.json``. See
+``docs/inference.md`` for every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("anydepth.cli.infer")
+
+SAVE_KINDS = ("png16", "npy", "color", "side", "ply")
+DEFAULT_SAVE = "png16,color"
+PLY_MAX_POINTS = 2_000_000
+
+_EXAMPLES = """examples:
+  anydepth infer photos/ -o out/ --checkpoint anydepth_vits16.safetensors --encoder-weights dinov3_vits16.pth
+  anydepth infer 'shots/**/*.jpg' -o out/ --checkpoint ckpt.safetensors --save color,ply --fov 70
+  anydepth infer img.png -o out/ --checkpoint ckpt.safetensors --save ply,npy --align-to lidar.png --align-scale 256
+  anydepth infer clip.mp4 -o out/ --checkpoint ckpt.safetensors --save color,side --batch-size 8
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="predict depth for images, folders, globs, list files and videos",
+        description="Predict depth and write depth maps, colour maps, point clouds and depth videos.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="image, video, directory, glob or .txt list file"
+    )
+    p.add_argument("-i", "--input", dest="extra_inputs", action="append", default=[], metavar="INPUT",
+                   help="another input (repeatable; same forms as INPUT)")  # fmt: skip
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="output directory (mirrors input trees)"
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
+    g.add_argument(
+        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
+    )
+    g.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: torch)")
+
+    g = p.add_argument_group("processing")
+    g.add_argument("--size", default="768", metavar="SPEC",
+                   help="processing size: N or short:N (short side, default 768), long:N, HxW, or native")  # fmt: skip
+    g.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)"
+    )
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    g.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
+    )
+    g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
+
+    g = p.add_argument_group("outputs")
+    g.add_argument("--save", default=DEFAULT_SAVE, metavar="KINDS",
+                   help=f"comma list of {','.join(SAVE_KINDS)} or 'all' (default {DEFAULT_SAVE})")  # fmt: skip
+    g.add_argument("--colormap", default="turbo", metavar="NAME",
+                   help="colour map: turbo, viridis, magma, inferno, plasma, spectral, gray (+ _r)")  # fmt: skip
+
+    g = p.add_argument_group("camera and depth (point clouds)")
+    g.add_argument("--intrinsics", metavar="JSON",
+                   help="JSON file or string with fx, fy, cx, cy in pixels (optional width, height)")  # fmt: skip
+    g.add_argument("--fov", type=float, metavar="DEG", help="horizontal field of view in degrees")
+    g.add_argument("--default-fov", type=float, default=60.0, metavar="DEG",
+                   help="horizontal FOV when no intrinsics, --fov or EXIF focal length (default 60)")  # fmt: skip
+    g.add_argument("--align-to", metavar="PATH",
+                   help="metric reference depth (file for one image, or a directory of <name>.<ext>)")  # fmt: skip
+    g.add_argument("--align-scale", type=float, metavar="S",
+                   help="reference PNG value / S = metres (1000 for mm, 256 for KITTI, 5000 for TUM)")  # fmt: skip
+    g.add_argument("--nominal-range", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
+                   help="nominal depth range for unaligned point clouds (default 1 10, arbitrary units)")  # fmt: skip
+    g.add_argument("--max-depth", type=float, metavar="Z",
+                   help="drop points farther than Z (default: 2x the farthest reference depth when aligned)")  # fmt: skip
+    g.add_argument("--edge-threshold", type=float, default=0.05, metavar="R",
+                   help="drop points at relative depth jumps above R (default 0.05; 0 keeps all)")  # fmt: skip
+    g.add_argument("--ply-stride", type=int, default=0, metavar="N",
+                   help=f"keep every N-th pixel per axis (default 0 = auto, at most {PLY_MAX_POINTS:,} points)")  # fmt: skip
+
+    g = p.add_argument_group("video")
+    g.add_argument("--video-ema", type=float, default=0.9, metavar="M",
+                   help="EMA momentum of the colour range across frames (default 0.9; 0 = per frame)")  # fmt: skip
+    g.add_argument("--frame-stride", type=int, default=1, metavar="N", help="process every N-th frame")
+    g.add_argument("--max-frames", type=int, metavar="N", help="stop each video after N processed frames")
+
+    g = p.add_argument_group("run")
+    ex = g.add_mutually_exclusive_group()
+    ex.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ex.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs exist (resume)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _parse_save(spec: str) -> list[str]:
+    kinds = [k.strip().lower() for k in spec.split(",") if k.strip()]
+    if kinds == ["all"]:
+        return list(SAVE_KINDS)
+    bad = [k for k in kinds if k not in SAVE_KINDS]
+    if bad or not kinds:
+        raise ValueError(
+            f"--save: unknown output kind(s) {bad or spec!r}; choose from {', '.join(SAVE_KINDS)}, all"
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def resolve_device(name: str) -> Any:
+    """Map ``--device`` to a ``torch.device`` (``auto``: CUDA, then MPS, then CPU)."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine (try --device auto)")
+    if name == "mps" and not mps_ok:
+        raise ValueError("--device mps: MPS is not available on this machine (try --device auto)")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> Any:
+    """Map ``--dtype`` to a ``torch.dtype``."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
+    if spec is None:
+        return None
+    text = spec
+    path = Path(spec)
+    if not spec.lstrip().startswith("{"):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--intrinsics: no such file {spec} (pass a JSON file or a JSON object string)"
+            )
+        text = path.read_text(encoding="utf-8")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--intrinsics: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError("--intrinsics: expected a JSON object with fx, fy, cx, cy")
+    return d
+
+
+def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Build the inference runner and a description of the model for the summary."""
+    import anydepth
+    from anydepth.inference import TorchRunner
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype)
+    if args.checkpoint and args.model:
+        raise ValueError("give either --checkpoint or --model, not both")
+    if args.checkpoint:
+        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
+        info: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
+    elif args.model:
+        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
+        info = {"preset": args.model}
+        log.warning(
+            "--model %s builds a randomly initialised decoder: the depth is meaningless; use --checkpoint "
+            "for a trained model",
+            args.model,
+        )
+    else:
+        raise ValueError(
+            "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
+        )
+    if args.encoder_weights:
+        info["encoder_weights"] = str(args.encoder_weights)
+    # --backend: only "torch" here; other backends build a Runner with the same contract.
+    runner = TorchRunner(model, device=device, dtype=dtype)
+    return runner, info
+
+
+def _outputs_for_image(out_dir: Path, rel: Any, saves: list[str], metric: bool) -> dict[str, Path]:
+    base = out_dir / Path(str(rel))
+    outs: dict[str, Path] = {}
+    for kind in saves:
+        if kind == "png16":
+            outs["png16"] = base.with_name(base.name + "_pred16.png")
+        elif kind == "npy":
+            outs["npy"] = base.with_name(base.name + "_pred.npy")
+            if metric:
+                outs["npy_depth"] = base.with_name(base.name + "_depth.npy")
+        elif kind == "color":
+            outs["color"] = base.with_name(base.name + "_color.png")
+        elif kind == "side":
+            outs["side"] = base.with_name(base.name + "_side.png")
+        elif kind == "ply":
+            outs["ply"] = base.with_name(base.name + ".ply")
+    return outs
+
+
+def _outputs_for_video(out_dir: Path, rel: Any, saves: list[str]) -> tuple[dict[str, Path], Path | None]:
+    base = out_dir / Path(str(rel))
+    outs: dict[str, Path] = {}
+    if "color" in saves:
+        outs["color"] = base.with_name(base.name + "_color.mp4")
+    if "side" in saves:
+        outs["side"] = base.with_name(base.name + "_side.mp4")
+    frames_dir = None
+    if any(k in saves for k in ("png16", "npy", "ply")):
+        frames_dir = base.with_name(base.name + "_frames")
+        outs["index"] = frames_dir / "index.json"
+    return outs, frames_dir
+
+
+def _existing_status(outs: dict[str, Path], args: argparse.Namespace) -> tuple[str, str]:
+    """``("todo"|"skip"|"conflict", reason)`` for a planned set of outputs."""
+    existing = [p for p in outs.values() if p.exists()]
+    if not existing or args.overwrite:
+        return "todo", ""
+    if args.skip_existing:
+        return ("skip", "all outputs exist") if len(existing) == len(outs) else ("todo", "")
+    return (
+        "conflict",
+        f"output exists: {existing[0]} (use --overwrite to replace or --skip-existing to resume)",
+    )
+
+
+def _nearness(value: Any, space: Any) -> Any:
+    """A map that grows towards the camera (disparity-like), used for colouring."""
+    import numpy as np
+
+    from anydepth.ops.alignment import to_inverse
+
+    if space.is_disparity:
+        return value
+    return to_inverse(value) if space.is_metric else -np.asarray(value)
+
+
+def _find_reference(ref_dir: Path, rel: Any) -> Path:
+    from anydepth.data.io import DEPTH_EXTENSIONS
+
+    base = ref_dir / Path(str(rel))
+    for ext in DEPTH_EXTENSIONS:
+        cand = base.with_name(base.name + ext)
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(
+        f"no reference depth for this input (looked for {base}{{{','.join(DEPTH_EXTENSIONS)}}})"
+    )
+
+
+def _ply_stride(h: int, w: int, requested: int) -> int:
+    import math
+
+    if requested > 0:
+        return requested
+    return max(1, math.ceil(math.sqrt(h * w / PLY_MAX_POINTS)))
+
+
+def _write_ply_for(
+    path: Path,
+    pred: Any,
+    rgb: Any,
+    args: argparse.Namespace,
+    source: str,
+    overwrite: bool,
+) -> dict[str, Any]:
+    import numpy as np
+
+    from anydepth import __version__
+    from anydepth.data.pointcloud import write_ply
+    from anydepth.ops.geometry import depth_edge_mask, unproject_depth
+
+    depth = np.asarray(pred.depth, dtype=np.float32)
+    k = pred.intrinsics
+    ok = np.isfinite(depth) & (depth > 0)
+    max_depth = args.max_depth
+    info = pred.meta.get("depth", {})
+    if max_depth is None and pred.metric and "reference_max_m" in info:
+        max_depth = 2.0 * float(info["reference_max_m"])
+    if max_depth is not None:
+        ok &= depth <= max_depth
+    if args.edge_threshold > 0:
+        ok &= ~depth_edge_mask(depth, rtol=args.edge_threshold)
+    s = _ply_stride(depth.shape[0], depth.shape[1], args.ply_stride)
+    pts = unproject_depth(depth, k)[::s, ::s]
+    sel = ok[::s, ::s]
+    points = pts[sel]
+    colors = np.asarray(rgb)[::s, ::s][sel]
+    if pred.metric:
+        ref = info.get("reference", "reference depth")
+        scale_note = (
+            f"metric: yes; units: metres; aligned to {ref} (least squares in {info.get('fit_space', '?')} space, "
+            f"scale {info.get('scale', float('nan')):.6g}, shift {info.get('shift', float('nan')):.6g})"
+            if info.get("mapping") == "aligned"
+            else "metric: yes; units: metres (metric model output)"
+        )
+    else:
+        near, far = info.get("near"), info.get("far")
+        scale_note = (
+            f"metric: NO; units: nominal (affine-invariant prediction mapped to the nominal depth range "
+            f"[{near}, {far}]; true scale and shift unknown; use --align-to for metric depth)"
+        )
+    comments = [
+        f"generated by anydepth {__version__} infer",
+        f"source {source}",
+        scale_note,
+        "frame: OpenCV camera, x right, y down, z forward; pixel centres at integer coordinates",
+        f"intrinsics fx {k.fx:.6f} fy {k.fy:.6f} cx {k.cx:.6f} cy {k.cy:.6f} "
+        f"({pred.meta.get('intrinsics_source')}) image {depth.shape[1]}x{depth.shape[0]} stride {s}",
+    ]
+    comments = [c.replace("\n", " ").replace("\r", " ") for c in comments]
+    write_ply(path, points, colors, comments=comments, overwrite=overwrite)
+    return {"points": int(len(points)), "stride": s, "max_depth": max_depth, "metric": bool(pred.metric)}
+
+
+def _side_by_side(rgb: Any, color: Any) -> Any:
+    import numpy as np
+
+    return np.concatenate([np.asarray(rgb, dtype=np.uint8), color], axis=1)
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the command
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """State of one ``infer`` run: settings, records per input, counters."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out_dir = Path(args.output)
+        self.saves = _parse_save(args.save)
+        self.records: list[dict[str, Any]] = []
+        self.failures: list[tuple[str, str]] = []
+        self.frames_done = 0
+        self.images_done = 0
+        self.forward_s = 0.0
+
+    def fail(self, where: str, reason: str, record: dict[str, Any] | None = None) -> None:
+        self.failures.append((where, reason))
+        log.error("%s: %s", where, reason)
+        rec = record if record is not None else {"input": where}
+        rec.update(status="failed", reason=reason)
+        if record is None:
+            self.records.append(rec)
+
+    def write_if_needed(self, path: Path, writer: Any, written: list[str]) -> None:
+        """Call ``writer(overwrite)`` unless the file exists and we resume."""
+        if path.exists() and self.args.skip_existing:
+            return
+        writer(bool(self.args.overwrite))
+        written.append(str(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from anydepth import __version__
+    from anydepth.data.inputs import expand_inputs, read_exif_focal_35mm
+    from anydepth.data.io import read_depth, read_image
+    from anydepth.inference import PredictItem, Resolution, describe_runner, predict_iter
+    from anydepth.ops.colormap import colormap_lut
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    state = _Run(args)
+    saves = state.saves
+    colormap_lut(args.colormap)  # validate early (KeyError lists the choices)
+    resolution = Resolution.parse(args.size)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.frame_stride < 1:
+        raise ValueError(f"--frame-stride must be >= 1, got {args.frame_stride}")
+    if not 0.0 <= args.video_ema < 1.0:
+        raise ValueError(f"--video-ema must be in [0, 1), got {args.video_ema}")
+    near, far = args.nominal_range
+    if not 0 < near < far:
+        raise ValueError(f"--nominal-range needs 0 < NEAR < FAR, got {near} {far}")
+    k_dict = _load_intrinsics_arg(args.intrinsics)
+    specs = list(args.inputs) + list(args.extra_inputs)
+    if not specs:
+        raise ValueError("no inputs: give image/video files, directories, globs or list files")
+
+    items, input_errors = expand_inputs(specs, exclude=[state.out_dir])
+    for e in input_errors:
+        state.fail(e.where, e.reason)
+    align_path = Path(args.align_to) if args.align_to else None
+    if align_path is not None:
+        if not align_path.exists():
+            raise FileNotFoundError(f"--align-to: no such file or directory: {align_path}")
+        if align_path.is_file() and (len(items) != 1 or items[0].kind != "image"):
+            raise ValueError(
+                f"--align-to {align_path} is a single file: it needs exactly one image input (got {len(items)} "
+                "inputs); pass a directory of reference depth maps named like the inputs instead"
+            )
+    metric = align_path is not None
+
+    t0 = time.perf_counter()
+    runner, model_info = _make_runner(args)
+    model_load_s = time.perf_counter() - t0
+    if "ply" in saves and not metric:
+        log.warning(
+            "point clouds will NOT be metric: the prediction is affine-invariant disparity, mapped to the nominal "
+            "depth range [%g, %g] (arbitrary units); pass --align-to with metric depth for metric clouds",
+            near,
+            far,
+        )
+
+    images = [it for it in items if it.kind == "image"]
+    videos = [it for it in items if it.kind == "video"]
+    if align_path is not None and videos:
+        log.warning(
+            "--align-to applies to images only; %d video(s) get nominal (non-metric) depth", len(videos)
+        )
+    common = dict(
+        resolution=resolution,
+        batch_size=args.batch_size,
+        flip_tta=args.tta,
+        fov_deg=args.fov,
+        default_fov_deg=args.default_fov,
+        nominal_range=(near, far),
+    )
+
+    # ---------------------------------------------------------------- images
+    bar = tqdm(
+        total=len(images), unit="img", desc="images", disable=args.quiet or not images, file=sys.stderr
+    )
+
+    def image_items() -> Any:
+        for it in images:
+            rec: dict[str, Any] = {"input": str(it.path), "kind": "image"}
+            state.records.append(rec)
+            outs = _outputs_for_image(state.out_dir, it.rel, saves, metric)
+            status, reason = _existing_status(outs, args)
+            if status == "skip":
+                rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
+                bar.update(1)
+                continue
+            if status == "conflict":
+                state.fail(str(it.path), reason, rec)
+                bar.update(1)
+                continue
+            try:
+                rgb = read_image(it.path)
+                h, w = rgb.shape[:2]
+                k = intrinsics_from_dict(k_dict, h, w) if k_dict is not None else None
+                ref = None
+                if align_path is not None:
+                    ref_file = align_path if align_path.is_file() else _find_reference(align_path, it.rel)
+                    ref = read_depth(ref_file, scale=args.align_scale)
+                    rec["reference"] = str(ref_file)
+                f35 = read_exif_focal_35mm(it.path)
+            except (OSError, ValueError, KeyError) as e:
+                state.fail(str(it.path), str(e), rec)
+                bar.update(1)
+                continue
+            yield PredictItem(
+                rgb, intrinsics=k, focal_35mm=f35, meta={"rec": rec, "outs": outs, "rgb": rgb, "ref": ref}
+            )
+
+    try:
+        for pred in predict_iter(runner, image_items(), compute_depth=True, **common):  # type: ignore[arg-type]
+            rec = pred.meta.pop("rec")
+            outs = pred.meta.pop("outs")
+            rgb = pred.meta.pop("rgb")
+            ref = pred.meta.pop("ref")
+            state.forward_s += float(pred.meta.get("forward_s", 0.0))
+            try:
+                _write_image_outputs(state, pred, rgb, ref, outs, rec)
+                state.images_done += 1
+            except (OSError, ValueError, KeyError) as e:
+                state.fail(rec["input"], str(e), rec)
+            bar.update(1)
+    except RuntimeError as e:  # the forward pass itself failed (e.g. out of memory): stop the image phase
+        log.error("inference failed, remaining images are not processed: %s", e)
+        for rec in state.records:
+            if rec.get("kind") == "image" and "status" not in rec:
+                state.fail(rec["input"], f"inference failed: {e}", rec)
+        for it in images[len([r for r in state.records if r.get("kind") == "image"]) :]:
+            state.fail(str(it.path), "not processed: inference failed on an earlier batch")
+    bar.close()
+
+    # ---------------------------------------------------------------- videos
+    for it in videos:
+        rec = {"input": str(it.path), "kind": "video"}
+        state.records.append(rec)
+        outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
+        status, reason = _existing_status(outs, args)
+        if status == "skip":
+            rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
+            continue
+        if status == "conflict":
+            state.fail(str(it.path), reason, rec)
+            continue
+        if (
+            frames_dir is not None
+            and frames_dir.is_dir()
+            and any(frames_dir.iterdir())
+            and not (args.overwrite or args.skip_existing)
+        ):
+            state.fail(str(it.path), f"output exists: {frames_dir} (use --overwrite or --skip-existing)", rec)
+            continue
+        try:
+            _run_video(state, runner, it, outs, frames_dir, rec, k_dict, common, __version__)
+        except (OSError, ValueError, KeyError, ImportError) as e:
+            state.fail(str(it.path), str(e), rec)
+
+    # ---------------------------------------------------------------- summary
+    total_s = time.perf_counter() - t_start
+    n_ok = sum(r.get("status") == "ok" for r in state.records)
+    n_skip = sum(r.get("status") == "skipped" for r in state.records)
+    summary = {
+        "anydepth_version": __version__,
+        "command": "infer",
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {**model_info, **describe_runner(runner)},
+        "settings": {
+            "inputs": specs,
+            "output": str(state.out_dir),
+            "resolution": resolution.describe(),
+            "batch_size": args.batch_size,
+            "tta": bool(args.tta),
+            "save": saves,
+            "colormap": args.colormap,
+            "intrinsics": k_dict,
+            "fov": args.fov,
+            "default_fov": args.default_fov,
+            "align_to": args.align_to,
+            "align_scale": args.align_scale,
+            "nominal_range": [near, far],
+            "max_depth": args.max_depth,
+            "edge_threshold": args.edge_threshold,
+            "ply_stride": args.ply_stride,
+            "video_ema": args.video_ema,
+            "frame_stride": args.frame_stride,
+            "max_frames": args.max_frames,
+            "overwrite": bool(args.overwrite),
+            "skip_existing": bool(args.skip_existing),
+        },
+        "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(state.failures)},
+        "timings": {
+            "total_s": round(total_s, 4),
+            "model_load_s": round(model_load_s, 4),
+            "forward_s": round(state.forward_s, 4),
+            "images": state.images_done,
+            "video_frames": state.frames_done,
+            "items_per_s": round(
+                (state.images_done + state.frames_done) / max(total_s - model_load_s, 1e-9), 3
+            ),
+        },
+        "inputs": state.records,
+        "failures": [{"input": w, "reason": r} for w, r in state.failures],
+    }
+    _write_summary(state, summary)
+
+    if state.failures:
+        print(
+            f"anydepth infer: {len(state.failures)} input(s) failed (see {state.out_dir}/summary*.json):",
+            file=sys.stderr,
+        )
+        for where, reason in state.failures:
+            print(f"  {where}: {reason}", file=sys.stderr)
+    if not args.quiet:
+        print(
+            f"anydepth infer: {n_ok} done, {n_skip} skipped, {len(state.failures)} failed in {total_s:.1f} s "
+            f"-> {state.out_dir}"
+        )
+    return 1 if state.failures else 0
+
+
+def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
+    from anydepth.atomic import atomic_path
+
+    path = state.out_dir / "summary.json"
+    if path.exists() and not state.args.overwrite:
+        path = state.out_dir / f"summary-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        i = 1
+        while path.exists():
+            path = state.out_dir / f"summary-{time.strftime('%Y%m%d-%H%M%S')}-{i}.json"
+            i += 1
+    with atomic_path(path, overwrite=bool(state.args.overwrite)) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    summary["summary_path"] = str(path)
+
+
+def _write_image_outputs(
+    state: _Run, pred: Any, rgb: Any, ref: Any, outs: dict[str, Path], rec: dict[str, Any]
+) -> None:
+    import numpy as np
+
+    from anydepth.data.io import write_image, write_npy, write_png16
+    from anydepth.inference import align_prediction
+    from anydepth.ops.colormap import apply_colormap, robust_range, to_uint16
+
+    args = state.args
+    if ref is not None:
+        pred.depth, info = align_prediction(pred.value, pred.space, ref)
+        info["reference"] = rec.get("reference")
+        pred.meta["depth"] = info
+        pred.metric = True
+    written: list[str] = []
+    value = pred.value
+    if "png16" in outs:
+        lo, hi = robust_range(value, 0.0, 100.0)
+        q = to_uint16(value, lo, hi)
+        state.write_if_needed(outs["png16"], lambda ow: write_png16(outs["png16"], q, overwrite=ow), written)
+        rec["png16_range"] = [lo, hi]
+    if "npy" in outs:
+        state.write_if_needed(outs["npy"], lambda ow: write_npy(outs["npy"], value.astype(np.float32), overwrite=ow),
+                              written)  # fmt: skip
+    if "npy_depth" in outs:
+        d = np.asarray(pred.depth, dtype=np.float32)
+        state.write_if_needed(
+            outs["npy_depth"], lambda ow: write_npy(outs["npy_depth"], d, overwrite=ow), written
+        )
+    if "color" in outs or "side" in outs:
+        near = _nearness(value, pred.space)
+        lo, hi = robust_range(near, 1.0, 99.0)
+        color = apply_colormap(near, args.colormap, vmin=lo, vmax=hi)
+        rec["color_range"] = [lo, hi]
+        if "color" in outs:
+            state.write_if_needed(
+                outs["color"], lambda ow: write_image(outs["color"], color, overwrite=ow), written
+            )
+        if "side" in outs:
+            side = _side_by_side(rgb, color)
+            state.write_if_needed(
+                outs["side"], lambda ow: write_image(outs["side"], side, overwrite=ow), written
+            )
+    if "ply" in outs:
+        ply_info: dict[str, Any] = {}
+
+        def _ply(ow: bool) -> None:
+            ply_info.update(_write_ply_for(outs["ply"], pred, rgb, args, rec["input"], ow))
+
+        state.write_if_needed(outs["ply"], _ply, written)
+        if ply_info:
+            rec["ply"] = ply_info
+    k = pred.intrinsics
+    rec.update(
+        status="ok",
+        outputs=[str(p) for p in outs.values()],
+        written=written,
+        space=pred.space.value,
+        metric=bool(pred.metric),
+        input_hw=pred.meta.get("input_hw"),
+        proc_hw=pred.meta.get("proc_hw"),
+        intrinsics=k.to_dict() if k is not None else None,
+        intrinsics_source=pred.meta.get("intrinsics_source"),
+        focal_35mm=pred.meta.get("focal_35mm"),
+        depth=pred.meta.get("depth"),
+        forward_s=round(float(pred.meta.get("forward_s", 0.0)), 5),
+    )
+
+
+def _run_video(
+    state: _Run,
+    runner: Any,
+    it: Any,
+    outs: dict[str, Path],
+    frames_dir: Path | None,
+    rec: dict[str, Any],
+    k_dict: dict[str, float] | None,
+    common: dict[str, Any],
+    version: str,
+) -> None:
+    import contextlib
+    from fractions import Fraction
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from anydepth.atomic import atomic_path
+    from anydepth.data.io import write_npy, write_png16
+    from anydepth.data.video import VideoWriter, iter_frames, probe_video
+    from anydepth.inference import PredictItem, RangeTracker, predict_iter
+    from anydepth.ops.colormap import apply_colormap, to_uint16
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    args = state.args
+    saves = state.saves
+    info = probe_video(it.path)
+    fps = info.fps / args.frame_stride
+    h, w = info.display_size
+    k = intrinsics_from_dict(k_dict, h, w) if k_dict is not None else None
+    overwrite = bool(args.overwrite)
+    expected = info.frames // args.frame_stride if info.frames else None
+    if expected is not None and args.max_frames is not None:
+        expected = min(expected, args.max_frames)
+    color_tracker = RangeTracker(args.video_ema)
+    value_tracker = RangeTracker(args.video_ema)
+    frame_records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=expected, unit="frame", desc=it.path.name, disable=args.quiet, file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        writers = {
+            kind: stack.enter_context(VideoWriter(outs[kind], Fraction(fps), overwrite=overwrite))
+            for kind in ("color", "side")
+            if kind in outs
+        }
+        frames = iter_frames(it.path, stride=args.frame_stride, max_frames=args.max_frames)
+        items = (PredictItem(f, intrinsics=k, meta={"frame": i, "rgb": f}) for i, f in enumerate(frames))
+        for pred in predict_iter(runner, items, compute_depth="ply" in saves, **common):
+            i = pred.meta.pop("frame")
+            rgb = pred.meta.pop("rgb")
+            state.forward_s += float(pred.meta.get("forward_s", 0.0))
+            near = _nearness(pred.value, pred.space)
+            c_lo, c_hi = color_tracker.update(near)
+            v_lo, v_hi = (c_lo, c_hi) if near is pred.value else value_tracker.update(pred.value)
+            frec: dict[str, Any] = {"frame": i, "color_range": [c_lo, c_hi]}
+            if writers:
+                color = apply_colormap(near, args.colormap, vmin=c_lo, vmax=c_hi)
+                if "color" in writers:
+                    writers["color"].write(color)
+                if "side" in writers:
+                    writers["side"].write(_side_by_side(rgb, color))
+            if frames_dir is not None:
+                written: list[str] = []
+                stem = frames_dir / f"{i:06d}"
+                if "png16" in saves:
+                    p16 = stem.with_name(stem.name + "_pred16.png")
+                    q = to_uint16(pred.value, v_lo, v_hi)
+                    state.write_if_needed(
+                        p16, lambda ow, p=p16, q=q: write_png16(p, q, overwrite=ow), written
+                    )
+                    frec["png16_range"] = [v_lo, v_hi]
+                if "npy" in saves:
+                    pn = stem.with_name(stem.name + "_pred.npy")
+                    v = pred.value.astype(np.float32)
+                    state.write_if_needed(pn, lambda ow, p=pn, v=v: write_npy(p, v, overwrite=ow), written)
+                if "ply" in saves:
+                    pp = stem.with_name(stem.name + ".ply")
+                    src = f"{it.path} frame {i}"
+                    state.write_if_needed(
+                        pp,
+                        lambda ow, p=pp, pr=pred, r=rgb, s=src: _write_ply_for(p, pr, r, args, s, ow),
+                        written,
+                    )
+            frame_records.append(frec)
+            state.frames_done += 1
+            bar.update(1)
+    bar.close()
+    if not frame_records:
+        raise ValueError("the video has no decodable frames")
+    if "index" in outs:
+        index = {
+            "source": str(it.path),
+            "fps": float(fps),
+            "space": runner.output_space.value,
+            "png16": "value = lo + png / 65535 * (hi - lo) with png16_range = [lo, hi] per frame",
+            "frames": frame_records,
+        }
+        with atomic_path(outs["index"], overwrite=overwrite or args.skip_existing) as tmp:
+            tmp.write_text(json.dumps(index, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    elapsed = time.perf_counter() - t0
+    rec.update(
+        status="ok",
+        outputs=[str(p) for p in outs.values()],
+        frames=len(frame_records),
+        fps_source=float(info.fps),
+        fps_output=float(fps),
+        frame_hw=[h, w],
+        rotation=info.rotation,
+        normalisation=f"EMA of per-frame 1st/99th percentiles, momentum {args.video_ema}",
+        time_s=round(elapsed, 3),
+        frames_per_s=round(len(frame_records) / max(elapsed, 1e-9), 3),
+        version=version,
+    )
