@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # (command name, module). Add a line here when adding ``anydepth/cli/<name>.py``.
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("models", "anydepth.cli.models"),
+    ("convert", "anydepth.cli.convert"),
     ("infer", "anydepth.cli.infer"),
     ("filter", "anydepth.cli.filter"),
     ("eval", "anydepth.cli.evaluate"),
