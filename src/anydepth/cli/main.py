@@ -20,6 +20,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("filter", "anydepth.cli.filter"),
     ("eval", "anydepth.cli.evaluate"),
     ("compare", "anydepth.cli.compare"),
+    ("serve", "anydepth.cli.serve"),
 )
 
 

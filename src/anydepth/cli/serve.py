@@ -1,0 +1,230 @@
+"""``anydepth serve``: the local web page and JSON/HTTP API (FastAPI + uvicorn, extra ``anydepth[serve]``).
+
+The command resolves everything the library leaves to the caller: the device and dtype, the bearer token
+(``--token`` or the ``ANYDEPTH_TOKEN`` environment variable), the accepted Host names for the bind address; then
+it builds the app with ``anydepth.serve.create_app`` and runs uvicorn in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "ANYDEPTH_TOKEN"
+
+_EXAMPLES = """examples:
+  anydepth serve --checkpoint anydepth_vits16.safetensors --encoder-weights dinov3_vits16.pth
+  anydepth serve --model sdt_test                       # random-weight smoke test
+  ANYDEPTH_TOKEN=$(openssl rand -hex 16) anydepth serve --checkpoint ckpt.safetensors --port 8080
+  curl -F image=@photo.jpg -F format=png16 -o depth.png http://127.0.0.1:8000/v1/predict
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a web page and a JSON/HTTP API for depth prediction",
+        description="Serve the AnyDepth web page (upload, depth view, 3D point cloud) and HTTP API.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
+    g.add_argument(
+        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
+    )
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    g.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
+    )
+    g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
+
+    g = p.add_argument_group("network and security")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")  # fmt: skip
+    g.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    g.add_argument("--token", metavar="T",
+                   help=f"require 'Authorization: Bearer T' on every route (default: ${TOKEN_ENV} if set)")  # fmt: skip
+    g.add_argument("--allowed-hosts", metavar="H1,H2",
+                   help="Host header names to accept (default: loopback names for a loopback --host, "
+                        "any otherwise; '*' accepts any)")  # fmt: skip
+
+    g = p.add_argument_group("limits and batching")
+    g.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB",
+                   help="largest accepted image file in MiB (default 20)")  # fmt: skip
+    g.add_argument("--max-megapixels", type=float, default=50.0, metavar="MP",
+                   help="largest accepted image in megapixels (default 50)")  # fmt: skip
+    g.add_argument("--queue-size", type=int, default=16, metavar="N",
+                   help="requests waiting for or in inference before answering 503 (default 16)")  # fmt: skip
+    g.add_argument("--batch-size", type=int, default=4, metavar="N",
+                   help="largest micro-batch of concurrent same-size requests (default 4; 1 = no batching)")  # fmt: skip
+    g.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long to wait for same-size requests to batch (default 5 ms)")  # fmt: skip
+
+    g = p.add_argument_group("defaults for requests")
+    g.add_argument("--size", default="768", metavar="SPEC",
+                   help="default processing size: N or short:N (default 768), long:N, HxW, native")  # fmt: skip
+    g.add_argument("--colormap", default="turbo", metavar="NAME", help="default colour map (default turbo)")
+    g.add_argument("--default-fov", type=float, default=60.0, metavar="DEG",
+                   help="horizontal FOV when a request gives none and the image has no EXIF focal (default 60)")  # fmt: skip
+    g.add_argument("--nominal-range", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
+                   help="nominal depth range of point clouds (default 1 10, arbitrary units)")  # fmt: skip
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default info)")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_allowed_hosts(host: str, spec: str | None) -> list[str] | None:
+    """Host header names to accept: ``--allowed-hosts`` if given ('*' = any), loopback names for a loopback
+    bind address, and any host (None) for other bind addresses (the token is the protection there)."""
+    from anydepth.serve.security import LOOPBACK_HOSTS
+
+    if spec is not None:
+        names = [h.strip() for h in spec.split(",") if h.strip()]
+        if not names:
+            raise ValueError("--allowed-hosts: give a comma list of host names, or '*'")
+        return None if "*" in names else names
+    if _is_loopback(host):
+        return sorted({*LOOPBACK_HOSTS, host.strip("[]").lower()})
+    return None
+
+
+def resolve_token(arg: str | None) -> str | None:
+    """``--token`` if given, else ``$ANYDEPTH_TOKEN`` if set and non-empty, else None."""
+    token = arg if arg is not None else os.environ.get(TOKEN_ENV)
+    if token is not None:
+        token = token.strip()
+        if not token:
+            return None
+        if len(token) < 8:
+            log.warning(
+                "the bearer token is short (%d characters); use at least 16 random characters", len(token)
+            )
+    return token
+
+
+def build_app(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Load the model and build the app from parsed arguments; returns ``(app, info)``."""
+    import anydepth
+    from anydepth.cli.infer import resolve_device, resolve_dtype
+    from anydepth.inference import Resolution, TorchRunner
+    from anydepth.serve.app import create_app
+
+    if args.checkpoint and args.model:
+        raise ValueError("give either --checkpoint or --model, not both")
+    if not args.checkpoint and not args.model:
+        raise ValueError(
+            "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
+        )
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    for name in ("max_upload_mb", "max_megapixels"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    Resolution.parse(args.size)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype)
+    info: dict[str, Any] = {}
+    if args.checkpoint:
+        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
+        info["checkpoint"] = os.path.basename(str(args.checkpoint))
+    else:
+        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
+        info["preset"] = args.model
+        info["random_decoder"] = True
+        log.warning(
+            "--model %s builds a randomly initialised decoder: the depth is meaningless; use --checkpoint "
+            "for a trained model",
+            args.model,
+        )
+    if args.encoder_weights:
+        info["encoder_weights"] = os.path.basename(str(args.encoder_weights))
+    runner = TorchRunner(model, device=device, dtype=dtype)
+    token = resolve_token(args.token)
+    allowed = resolve_allowed_hosts(args.host, args.allowed_hosts)
+    if not _is_loopback(args.host) and token is None:
+        log.warning(
+            "serving on %s without a token: anyone who can reach this address can use the service; "
+            "set --token or %s",
+            args.host,
+            TOKEN_ENV,
+        )
+    app = create_app(
+        runner,
+        token=token,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        queue_size=args.queue_size,
+        max_batch_size=args.batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        allowed_hosts=allowed,
+        default_resolution=args.size,
+        default_colormap=args.colormap,
+        default_fov_deg=args.default_fov,
+        nominal_range=tuple(args.nominal_range),
+        flip_tta=args.tta,
+        model_info=info,
+    )
+    return app, {"token": token, "allowed_hosts": allowed, "device": str(device)}
+
+
+class _RedactToken(logging.Filter):
+    """Replace ``token=<value>`` in access-log arguments by ``token=***``."""
+
+    _pattern = re.compile(r"(token=)[^&\s]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1***", a) if isinstance(a, str) and "token=" in a.lower() else a
+                for a in record.args
+            )
+        return True
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("anydepth serve needs FastAPI and uvicorn: pip install 'anydepth[serve]'", file=sys.stderr)
+        return 2
+    app, info = build_app(args)
+    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    if args.host in ("0.0.0.0", "::"):
+        host_for_url = "127.0.0.1"
+    url = f"http://{host_for_url}:{args.port}/"
+    if info["token"] is not None:
+        print(f"anydepth serve: open {url}?token=<your token> once in the browser (API: Authorization: Bearer)",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"anydepth serve: open {url}", file=sys.stderr)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        limit_concurrency=max(8, 4 * args.queue_size),
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    # uvicorn's access log prints request paths with their query: hide the one-time "/?token=..." login value.
+    logging.getLogger("uvicorn.access").addFilter(_RedactToken())
+    uvicorn.Server(config).run()
+    return 0
