@@ -20,7 +20,9 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("filter", "anydepth.cli.filter"),
     ("eval", "anydepth.cli.evaluate"),
     ("compare", "anydepth.cli.compare"),
+    ("train", "anydepth.cli.train"),
     ("serve", "anydepth.cli.serve"),
+    ("demo", "anydepth.cli.demo"),
 )
 
 

@@ -1,0 +1,613 @@
+"""The training loop: ``fit(cfg, run_dir)`` trains a ``DepthModel`` decoder (encoder frozen by default).
+
+One loop serves every recipe (SDT or DPT decoder, any encoder, CPU or multi-GPU): variants are config values.
+Per optimizer step it accumulates ``train.grad_accum`` micro-batches (DDP gradient sync only on the last one),
+runs the model under autocast (``train.precision``), computes ``L_ssi + 2 L_gm`` on the per-image normalised
+disparity target in float32, unscales (fp16), clips the global gradient norm, steps AdamW and the warm-up +
+PolyLR schedule, and updates the optional EMA.
+
+Run directory layout (written by rank 0 only)::
+
+    <run_dir>/config.yaml           resolved TrainConfig
+    <run_dir>/version.json          package version, git commit, torch version, command line
+    <run_dir>/metrics.jsonl         one JSON record per logged train step / validation
+    <run_dir>/tb/                   TensorBoard events (if tensorboard is installed)
+    <run_dir>/checkpoints/step_N.pt training state for --resume (atomic; the newest ``keep_last`` kept)
+    <run_dir>/model_best.safetensors  best model on the validation metric (anydepth.load_model)
+    <run_dir>/model_final.safetensors model at the end of training
+
+Resuming (``resume=True``) restores model, optimizer, scheduler, GradScaler, EMA, RNG states, the step and the
+exact data-loader position (epoch + micro-batches consumed; the sampler is deterministic in the seed and epoch
+and augmentations are seeded per sample), so an interrupted run that is resumed ends with the same weights as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from anydepth.config import config_to_dict, save_config
+from anydepth.engine.checkpoint import (
+    capture_rng_state,
+    find_latest,
+    load_training_state,
+    prune_checkpoints,
+    restore_rng_state,
+    save_training_state,
+)
+from anydepth.engine.config import TrainConfig
+from anydepth.engine.data import Batch, build_train_loader, build_val_loader, resolve_val_size
+from anydepth.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object
+from anydepth.engine.ema import ModelEMA
+from anydepth.engine.logging import RunLogger, code_version
+from anydepth.engine.optim import GroupSpec, build_optimizer
+from anydepth.engine.schedule import build_scheduler, steps_from_epochs
+from anydepth.losses import DepthLoss, disparity_target
+from anydepth.models.depth_model import DepthModel
+
+__all__ = [
+    "FitResult",
+    "fit",
+    "build_model_for_training",
+    "evaluate_model",
+    "autocast_context",
+    "set_output_bias",
+]
+
+log = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+        run_dir: the run directory.
+        step: optimizer steps done when ``fit`` returned.
+        total_steps: planned length of the run.
+        last_loss: loss of the last step (mean over ranks), NaN if no step ran.
+        best_metric: best validation value of ``val.metric`` (None without validation).
+        best_path: path of ``model_best.safetensors`` (None without validation).
+        final_path: path of ``model_final.safetensors`` (None when stopped early).
+        val_history: validation records ``{"step", "abs_rel", "delta1", ...}``.
+        model: the trained model (unwrapped, on the training device).
+    """
+
+    run_dir: Path
+    step: int
+    total_steps: int
+    last_loss: float = float("nan")
+    best_metric: float | None = None
+    best_path: Path | None = None
+    final_path: Path | None = None
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+    model: DepthModel | None = None
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``bf16``/``fp16`` on ``device``; a null context for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[precision])
+
+
+def build_model_for_training(cfg: TrainConfig) -> DepthModel:
+    """Create the model of ``cfg.model`` (preset + overrides + encoder weights + optional init checkpoint).
+
+    Uses the global torch RNG for random initialisation: seed it first for reproducibility.
+    """
+    from anydepth.models.factory import create_model, get_model_config
+
+    m = cfg.model
+    overrides = dict(m.overrides)
+    overrides["freeze_encoder"] = m.freeze_encoder
+    try:
+        mcfg = get_model_config(m.preset).replace(**overrides)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model.overrides: {e}") from None
+    model = create_model(mcfg, encoder_weights=m.encoder_weights)
+    if m.output_bias_init is not None and not m.init_checkpoint:
+        set_output_bias(model, m.output_bias_init)
+    if m.init_checkpoint:
+        from anydepth.models.checkpoint import load_model
+
+        src = load_model(m.init_checkpoint)
+        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        dec_missing = [k for k in missing if k.startswith("decoder.")]
+        if dec_missing or unexpected:
+            raise ValueError(
+                f"{m.init_checkpoint}: does not match preset {m.preset!r} "
+                f"(missing {dec_missing[:3]}, unexpected {unexpected[:3]})"
+            )
+    return model
+
+
+def set_output_bias(model: DepthModel, value: float) -> str:
+    """Set the bias of the decoder's last 1-output-channel convolution to ``value``; returns its name.
+
+    Raises:
+        ValueError: the decoder has no such convolution with a bias.
+    """
+    name = None
+    for n, mod in model.decoder.named_modules():
+        if isinstance(mod, nn.Conv2d) and mod.out_channels == 1 and mod.bias is not None:
+            name = n
+    if name is None:
+        raise ValueError(
+            "model.output_bias_init: the decoder has no 1-channel output convolution with a bias"
+        )
+    conv = model.decoder.get_submodule(name)
+    with torch.no_grad():
+        conv.bias.fill_(float(value))  # type: ignore[union-attr]
+    return f"decoder.{name}.bias"
+
+
+def _trainable_state(model: DepthModel, include_encoder: bool) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+        if k.startswith("decoder.") or (include_encoder and k.startswith("encoder."))
+    }
+
+
+def _encoder_fingerprint(model: DepthModel) -> str:
+    from anydepth.models.checkpoint import encoder_hash
+
+    return encoder_hash(model)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: Any,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    alignment: str = "least_square_disparity",
+    min_depth: float = 1e-3,
+    max_depth: float = 100.0,
+    dist_info: DistInfo | None = None,
+) -> dict[str, float]:
+    """AbsRel / delta1 of ``model`` on a validation loader, after per-image alignment to the ground truth.
+
+    Each prediction (affine-invariant disparity, ``[B,1,H,W]``) is aligned per image with
+    ``anydepth.ops.alignment.align_to_depth`` (``least_square_disparity`` by default: scale and shift fitted in
+    disparity space, clipped and inverted), clipped to ``[min_depth, max_depth]`` metres, and scored with
+    ``anydepth.eval.metrics`` on ground-truth pixels inside ``(min_depth, max_depth)``. Metrics are averaged
+    over images (gathered over all ranks when distributed).
+
+    Returns:
+        ``{"abs_rel": ..., "delta1": ..., "num_images": n}`` (AbsRel and delta1 as fractions, not x100).
+    """
+    from anydepth.eval.metrics import compute_metrics
+    from anydepth.ops.alignment import align_to_depth
+
+    was_training = model.training
+    model.eval()
+    space = getattr(model, "output_space", None)
+    values: dict[str, list[float]] = {"abs_rel": [], "delta1": []}
+    for batch in loader:
+        b: Batch = batch
+        img = b.image.to(device, non_blocking=True)
+        with autocast_context(device, precision):
+            pred = model(img)
+        pred = pred.float()[:, 0].cpu().double()
+        gt = b.depth[:, 0].double()
+        valid = b.valid[:, 0].bool() & (gt > min_depth) & (gt < max_depth)
+        res = align_to_depth(pred, space, gt, valid, alignment)
+        aligned = res.depth.clamp(min_depth, max_depth).clamp(min=1e-6)
+        keep = valid.flatten(1).any(1)
+        if not bool(keep.any()):
+            continue
+        m = compute_metrics(aligned[keep], gt[keep], valid[keep], names=("abs_rel", "delta1"))
+        for k in values:
+            values[k] += [float(v) for v in m[k]]
+    if dist_info is not None and dist_info.distributed:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * dist_info.world_size
+        dist.all_gather_object(gathered, values)
+        values = {k: [v for part in gathered for v in part[k]] for k in values}
+    model.train(was_training)
+    n = len(values["abs_rel"])
+    out = {k: (sum(v) / n if n else float("nan")) for k, v in values.items()}
+    out["num_images"] = n
+    return out
+
+
+def _make_progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=True)
+
+
+def fit(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    dist_info: DistInfo | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train according to ``cfg``, writing everything into ``run_dir``.
+
+    Args:
+        cfg: the training recipe.
+        run_dir: output directory. A fresh run refuses a directory that already holds checkpoints.
+        dist_info: process placement and device from ``engine.distributed.init_distributed`` (default: one CPU
+            process).
+        resume: continue from the newest ``run_dir/checkpoints/step_N.pt``.
+        stop_after: stop (after writing a checkpoint) once this many optimizer steps are done in total,
+            without changing the schedule, as if the run had been interrupted there. For tests and time-boxed jobs.
+        progress: show a tqdm progress bar (rank 0).
+        on_step: callback ``(step, metrics)`` after each optimizer step (rank 0), e.g. for a live loss curve.
+
+    Returns:
+        ``FitResult``.
+
+    Raises:
+        FileExistsError: ``run_dir`` has checkpoints and ``resume`` is False.
+        FileNotFoundError: ``resume`` is True but there is no checkpoint.
+        ValueError: a checkpoint that does not belong to this configuration.
+    """
+    info = dist_info or DistInfo()
+    device = info.device
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    t = cfg.train
+
+    # ---- run directory --------------------------------------------------------------------------------
+    ckpt_path = None
+    if resume:
+        ckpt_path = find_latest(ckpt_dir)
+        if ckpt_path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint found in {ckpt_dir}")
+    elif find_latest(ckpt_dir) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another output directory"
+        )
+    state: dict[str, Any] | None = load_training_state(ckpt_path) if ckpt_path is not None else None
+    if state is not None and info.is_main:
+        _truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]))
+    barrier()
+    logger = RunLogger(run_dir, enabled=info.is_main, tensorboard=t.tensorboard)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        logger.write_json("version.json", code_version())
+
+    # ---- model, loss, data ------------------------------------------------------------------------------
+    torch.manual_seed(t.seed)
+    model = build_model_for_training(cfg).to(device)
+    model.train()
+    train_encoder = not cfg.model.freeze_encoder
+    store_encoder = train_encoder or cfg.model.encoder_weights is None
+    loss_fn = DepthLoss(
+        variant=cfg.loss.ssi,
+        trim=cfg.loss.trim,
+        gradient_weight=cfg.loss.gradient_weight,
+        scales=cfg.loss.gradient_scales,
+        reduction=cfg.loss.reduction,
+    )
+    train_data = build_train_loader(
+        cfg, rank=info.rank, world_size=info.world_size, pin_memory=device.type == "cuda"
+    )
+    val_loader = (
+        build_val_loader(cfg, rank=info.rank, world_size=info.world_size, size=resolve_val_size(cfg))
+        if cfg.data.val
+        else None
+    )
+
+    steps_per_epoch, total_steps = steps_from_epochs(
+        train_data.num_samples,
+        batch_size=t.batch_size,
+        world_size=info.world_size,
+        grad_accum=t.grad_accum,
+        epochs=t.epochs if t.epochs > 0 else 1.0,
+    )
+    if t.max_steps > 0:
+        total_steps = t.max_steps if t.epochs <= 0 else min(total_steps, t.max_steps)
+    sc = cfg.schedule
+    warmup = sc.warmup_steps if sc.warmup_steps is not None else round(sc.warmup_epochs * steps_per_epoch)
+    warmup = min(max(int(warmup), 0), total_steps - 1)
+
+    # ---- optimisation -----------------------------------------------------------------------------------
+    groups = [GroupSpec(g.pattern, g.lr, g.weight_decay) for g in cfg.optim.groups]
+    if train_encoder and not any(g.pattern.startswith("encoder") for g in groups):
+        groups.append(GroupSpec("encoder.*", lr=cfg.optim.encoder_lr))
+    optimizer = build_optimizer(
+        model,
+        name=cfg.optim.name,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        groups=groups,
+        no_weight_decay=cfg.optim.no_weight_decay,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        total_steps=total_steps,
+        warmup_steps=warmup,
+        power=sc.power,
+        start_factor=sc.start_factor,
+        end_factor=sc.end_factor,
+    )
+    scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+    ema_include = (
+        (lambda k: k.startswith("decoder.") or k.startswith("encoder."))
+        if train_encoder
+        else (lambda k: k.startswith("decoder."))
+    )
+    ema = (
+        ModelEMA(model, cfg.ema.decay, include=ema_include, warmup=cfg.ema.warmup)
+        if cfg.ema.enabled
+        else None
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    # ---- resume ----------------------------------------------------------------------------------------
+    step, epoch, batch_in_epoch = 0, 0, 0
+    best_metric: float | None = None
+    val_history: list[dict[str, Any]] = []
+    if state is not None:
+        if state.get("total_steps") != total_steps or state.get("world_size") != info.world_size:
+            raise ValueError(
+                f"{ckpt_path}: saved for total_steps={state.get('total_steps')}, world_size="
+                f"{state.get('world_size')}; this run has {total_steps}, {info.world_size} (resume needs the same "
+                "config and number of processes)"
+            )
+        if (
+            state.get("encoder_sha256")
+            and not store_encoder
+            and state["encoder_sha256"] != _encoder_fingerprint(model)
+        ):
+            raise ValueError(f"{ckpt_path}: encoder weights differ from the ones this run was started with")
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        bad = [k for k in missing if k in state["model"] or k.startswith("decoder.")] + list(unexpected)
+        if bad:
+            raise ValueError(f"{ckpt_path}: model state does not match ({bad[:5]})")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        best_metric = state.get("best_metric")
+        val_history = list(state.get("val_history", []))
+        restore_rng_state(state["rng"])
+        state = None  # free the memory
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, batch_in_epoch)
+
+    # ---- DDP ----------------------------------------------------------------------------------------------
+    net: nn.Module = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def save_state(path_step: int) -> None:
+        if not info.is_main:
+            return
+        state = {
+            "step": path_step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "total_steps": total_steps,
+            "world_size": info.world_size,
+            "model": _trainable_state(model, store_encoder),
+            "encoder_sha256": None if store_encoder else _encoder_fingerprint(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "rng": capture_rng_state(),
+            "best_metric": best_metric,
+            "val_history": val_history,
+            "config": config_to_dict(cfg),
+            "model_config": model.config.to_json(),
+        }
+        from anydepth import __version__
+
+        state["anydepth_version"] = __version__
+        save_training_state(ckpt_dir / f"step_{path_step:08d}.pt", state)
+        prune_checkpoints(ckpt_dir, t.keep_last)
+
+    def run_validation() -> dict[str, float] | None:
+        nonlocal best_metric
+        if val_loader is None:
+            return None
+        ctx = ema.swapped(model) if ema is not None else contextlib.nullcontext()
+        with ctx:
+            res = evaluate_model(
+                model,
+                val_loader,
+                device=device,
+                precision=t.precision,
+                alignment=cfg.val.alignment,
+                min_depth=cfg.val.min_depth,
+                max_depth=cfg.val.max_depth,
+                dist_info=info,
+            )
+            key = cfg.val.metric
+            val = res[key]
+            better = (
+                best_metric is None
+                or (key == "abs_rel" and val < best_metric)
+                or (key == "delta1" and val > best_metric)
+            )
+            if better and math.isfinite(val):
+                best_metric = val
+                if info.is_main:
+                    _save_model(model, run_dir / "model_best.safetensors", {"step": step, key: val})
+        rec = {"step": step, **res}
+        val_history.append(rec)
+        logger.log(step, res, split="val")
+        log.info("step %d validation: %s", step, res)
+        return res
+
+    # ---- loop ----------------------------------------------------------------------------------------
+    bar = _make_progress(total_steps, step, progress and info.is_main)
+    data_iter = _epoch_iter(train_data, epoch, batch_in_epoch)
+    last_loss = float("nan")
+    stop_at = total_steps if stop_after is None else min(total_steps, int(stop_after))
+    t_last = time.perf_counter()
+    imgs_since = 0
+    try:
+        while step < stop_at:
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=device)
+            parts_sum = {"ssi": torch.zeros((), device=device), "grad": torch.zeros((), device=device)}
+            for micro in range(t.grad_accum):
+                try:
+                    batch = next(data_iter)
+                except StopIteration:
+                    epoch += 1
+                    batch_in_epoch = 0
+                    data_iter = _epoch_iter(train_data, epoch, 0)
+                    batch = next(data_iter)
+                batch_in_epoch += 1
+                img = batch.image.to(device, non_blocking=True)
+                depth = batch.depth.to(device, non_blocking=True)
+                valid = batch.valid.to(device, non_blocking=True)
+                target, mask = disparity_target(
+                    depth, valid, depth_space=list(batch.depth_space), far_plane=cfg.data.far_plane
+                )
+                sync = (
+                    net.no_sync()  # type: ignore[operator]
+                    if info.distributed and micro < t.grad_accum - 1
+                    else contextlib.nullcontext()
+                )
+                with sync:
+                    with autocast_context(device, t.precision):
+                        pred = net(img)
+                    loss, parts = loss_fn(pred.float(), target, mask)
+                    scaled = loss / t.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                loss_sum += loss.detach() / t.grad_accum
+                for k in parts_sum:
+                    parts_sum[k] += parts[k] / t.grad_accum
+                imgs_since += img.shape[0] * info.world_size
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.optim.grad_clip > 0:
+                gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            else:
+                gnorm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+            lr_now = optimizer.param_groups[0]["lr"]
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            with warnings.catch_warnings():
+                # fp16: GradScaler skips steps with inf/NaN gradients; the schedule still advances (standard AMP)
+                warnings.filterwarnings("ignore", message="Detected call of")
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+
+            if step % max(t.log_every, 1) == 0 or step == stop_at or step == 1:
+                loss_mean = all_reduce_mean(loss_sum).item()
+                now = time.perf_counter()
+                ips = imgs_since / max(now - t_last, 1e-9)
+                t_last, imgs_since = now, 0
+                rec = {
+                    "loss": loss_mean,
+                    "loss_ssi": all_reduce_mean(parts_sum["ssi"]).item(),
+                    "loss_grad": all_reduce_mean(parts_sum["grad"]).item(),
+                    "lr": lr_now,
+                    "grad_norm": float(gnorm),
+                    "epoch": epoch,
+                    "images_per_s": ips,
+                }
+                last_loss = loss_mean
+                logger.log(step, rec, split="train")
+                if on_step is not None and info.is_main:
+                    on_step(step, rec)
+                if bar is not None:
+                    bar.set_postfix(
+                        loss=f"{loss_mean:.4f}", lr=f"{lr_now:.2e}", img_s=f"{ips:.1f}", refresh=False
+                    )
+                if not math.isfinite(loss_mean):
+                    raise FloatingPointError(f"non-finite loss {loss_mean} at step {step}")
+            if bar is not None:
+                bar.update(1)
+            if cfg.val.every_steps > 0 and step % cfg.val.every_steps == 0 and step < total_steps:
+                run_validation()
+            if t.ckpt_every > 0 and step % t.ckpt_every == 0 and step < stop_at:
+                save_state(step)
+        # end of run (or stop_after)
+        if step >= total_steps:
+            if val_loader is not None:
+                run_validation()
+            save_state(step)
+            final_path = None
+            if info.is_main:
+                ctx = ema.swapped(model) if ema is not None else contextlib.nullcontext()
+                with ctx:
+                    final_path = _save_model(model, run_dir / "model_final.safetensors", {"step": step})
+        else:
+            save_state(step)
+            final_path = None
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    barrier()
+    best_metric = broadcast_object(best_metric)  # type: ignore[assignment]
+    best_path = run_dir / "model_best.safetensors" if best_metric is not None else None
+    return FitResult(
+        run_dir=run_dir,
+        step=step,
+        total_steps=total_steps,
+        last_loss=last_loss,
+        best_metric=best_metric,
+        best_path=best_path,
+        final_path=final_path,
+        val_history=val_history,
+        model=model,
+    )
+
+
+def _epoch_iter(train_data: Any, epoch: int, skip_batches: int) -> Iterator[Batch]:
+    return train_data.iterate(epoch, skip_batches)
+
+
+def _save_model(model: DepthModel, path: Path, meta: dict[str, Any]) -> Path:
+    from anydepth.models.checkpoint import save_model
+
+    return save_model(model, path, overwrite=True, metadata=meta)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (written by an interrupted run past its last checkpoint)."""
+    import json
+
+    from anydepth.atomic import atomic_path
+
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len([ln for ln in lines if ln.strip()]):
+        with atomic_path(path, overwrite=True) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
