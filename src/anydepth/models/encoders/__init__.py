@@ -7,8 +7,7 @@ Importing this package registers every encoder builder in ``anydepth.registry.EN
 
 from __future__ import annotations
 
-from anydepth.models.encoders import da3, dinov2, dinov3  # noqa: F401  (registration side effect)
-from anydepth.models.encoders import efficientnet  # noqa: F401  (registers efficientnet_lite0)
+from anydepth.models.encoders import da3, dinov2, dinov3, efficientnet  # noqa: F401  (registration side effect)
 from anydepth.models.encoders.base import EncoderWrapper
 from anydepth.models.encoders.da3 import DA3Config, DA3ViT
 from anydepth.models.encoders.dinov2 import DinoV2Config, DinoV2ViT
