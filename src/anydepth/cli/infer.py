@@ -606,11 +606,13 @@ def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
 
     path = state.out_dir / "summary.json"
     if path.exists() and not state.args.overwrite:
-        path = state.out_dir / f"summary-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        # later runs get summary-<time>-<n>.json; names sort in run order (same-second runs included)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         i = 1
+        path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
         while path.exists():
-            path = state.out_dir / f"summary-{time.strftime('%Y%m%d-%H%M%S')}-{i}.json"
             i += 1
+            path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
     with atomic_path(path, overwrite=bool(state.args.overwrite)) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
     summary["summary_path"] = str(path)
