@@ -36,11 +36,10 @@ from anydepth.models.encoders.vit_layers import (
     Block,
     Mlp,
     PackedSwiGLU,
-    apply_overrides,
     check_block_indices,
+    register_family,
     rope_apply,
 )
-from anydepth.registry import ENCODERS
 
 __all__ = ["DA3Config", "DA3ViT", "DA3_CONFIGS", "build_da3"]
 
@@ -259,24 +258,5 @@ DA3_CONFIGS: dict[str, DA3Config] = {
 }
 
 
-def build_da3(name: str, **overrides: Any) -> DA3ViT:
-    """Build the registered Depth Anything 3 configuration ``name`` with random weights."""
-    if name not in DA3_CONFIGS:
-        raise KeyError(f"unknown DA3 configuration {name!r}; valid: {', '.join(DA3_CONFIGS)}")
-    return DA3ViT(apply_overrides(DA3_CONFIGS[name], overrides, name))
-
-
-def _make_builder(name: str) -> Any:
-    def builder(**overrides: Any) -> DA3ViT:
-        return build_da3(name, **overrides)
-
-    builder.__name__ = name
-    builder.__qualname__ = name
-    builder.__doc__ = (
-        f"Build ``{name}`` ({DA3_CONFIGS[name]}) with random weights; overrides change ``DA3Config``."
-    )
-    return builder
-
-
-for _name in DA3_CONFIGS:
-    ENCODERS.add(_name, _make_builder(_name))
+# ``build_da3(name, **overrides)``; also registers one ENCODERS builder per configuration.
+build_da3 = register_family(DA3_CONFIGS, DA3ViT, "DA3")

@@ -27,11 +27,10 @@ from anydepth.models.encoders.vit_layers import (
     Mlp,
     PackedSwiGLU,
     PatchEmbed,
-    apply_overrides,
     check_block_indices,
+    register_family,
     swiglu_hidden_dim,
 )
-from anydepth.registry import ENCODERS
 
 __all__ = ["DinoV2Config", "DinoV2ViT", "DINOV2_CONFIGS", "build_dinov2"]
 
@@ -309,30 +308,5 @@ for _s, _kw in _SIZES.items():
 DINOV2_CONFIGS["dinov2_test"] = DinoV2Config(embed_dim=32, depth=4, num_heads=2, img_size=112)
 
 
-def build_dinov2(name: str, **overrides: Any) -> DinoV2ViT:
-    """Build the registered DINOv2 configuration ``name`` with random weights.
-
-    Args:
-        name: a key of ``DINOV2_CONFIGS``.
-        **overrides: ``DinoV2Config`` fields to change (unknown keys raise ``ValueError``).
-    """
-    if name not in DINOV2_CONFIGS:
-        raise KeyError(f"unknown DINOv2 configuration {name!r}; valid: {', '.join(DINOV2_CONFIGS)}")
-    return DinoV2ViT(apply_overrides(DINOV2_CONFIGS[name], overrides, name))
-
-
-def _make_builder(name: str) -> Any:
-    def builder(**overrides: Any) -> DinoV2ViT:
-        return build_dinov2(name, **overrides)
-
-    builder.__name__ = name
-    builder.__qualname__ = name
-    builder.__doc__ = (
-        f"Build ``{name}`` ({DINOV2_CONFIGS[name]}) with random weights; keyword overrides change "
-        "``DinoV2Config`` fields. Load weights with ``anydepth.models.encoders.loading.load_backbone_weights``."
-    )
-    return builder
-
-
-for _name in DINOV2_CONFIGS:
-    ENCODERS.add(_name, _make_builder(_name))
+# ``build_dinov2(name, **overrides)``; also registers one ENCODERS builder per configuration.
+build_dinov2 = register_family(DINOV2_CONFIGS, DinoV2ViT, "DINOv2")

@@ -25,11 +25,10 @@ from anydepth.models.encoders.vit_layers import (
     PatchEmbed,
     RopePositionEmbedding,
     SwiGLU,
-    apply_overrides,
     check_block_indices,
+    register_family,
     swiglu_hidden_dim,
 )
-from anydepth.registry import ENCODERS
 
 __all__ = ["DinoV3Config", "DinoV3ViT", "DINOV3_CONFIGS", "build_dinov3"]
 
@@ -319,30 +318,5 @@ DINOV3_CONFIGS: dict[str, DinoV3Config] = {
 }
 
 
-def build_dinov3(name: str, **overrides: Any) -> DinoV3ViT:
-    """Build the registered DINOv3 configuration ``name`` with random weights.
-
-    Args:
-        name: a key of ``DINOV3_CONFIGS``.
-        **overrides: ``DinoV3Config`` fields to change (unknown keys raise ``ValueError``).
-    """
-    if name not in DINOV3_CONFIGS:
-        raise KeyError(f"unknown DINOv3 configuration {name!r}; valid: {', '.join(DINOV3_CONFIGS)}")
-    return DinoV3ViT(apply_overrides(DINOV3_CONFIGS[name], overrides, name))
-
-
-def _make_builder(name: str) -> Any:
-    def builder(**overrides: Any) -> DinoV3ViT:
-        return build_dinov3(name, **overrides)
-
-    builder.__name__ = name
-    builder.__qualname__ = name
-    builder.__doc__ = (
-        f"Build ``{name}`` ({DINOV3_CONFIGS[name]}) with random weights; keyword overrides change "
-        "``DinoV3Config`` fields. Load weights with ``anydepth.models.encoders.loading.load_backbone_weights``."
-    )
-    return builder
-
-
-for _name in DINOV3_CONFIGS:
-    ENCODERS.add(_name, _make_builder(_name))
+# ``build_dinov3(name, **overrides)``; also registers one ENCODERS builder per configuration.
+build_dinov3 = register_family(DINOV3_CONFIGS, DinoV3ViT, "DINOv3")

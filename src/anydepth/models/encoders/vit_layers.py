@@ -58,6 +58,36 @@ def apply_overrides(config: ConfigT, overrides: dict[str, Any], what: str) -> Co
     return replace(config, **overrides)  # type: ignore[type-var]
 
 
+def register_family(configs: dict[str, Any], model_cls: Any, family: str) -> Any:
+    """Register one ``ENCODERS`` builder per entry of ``configs`` and return ``build(name, **overrides)``.
+
+    Each registered builder takes keyword overrides of the config dataclass's fields (unknown keys raise
+    ``ValueError``) and returns ``model_cls(config)`` with random weights; load weights with
+    ``anydepth.models.encoders.loading.load_backbone_weights``.
+    """
+    from anydepth.registry import ENCODERS
+
+    def build(name: str, **overrides: Any) -> Any:
+        if name not in configs:
+            raise KeyError(f"unknown {family} configuration {name!r}; valid: {', '.join(configs)}")
+        return model_cls(apply_overrides(configs[name], overrides, name))
+
+    def make(name: str) -> Any:
+        def builder(**overrides: Any) -> Any:
+            return build(name, **overrides)
+
+        builder.__name__ = builder.__qualname__ = name
+        builder.__doc__ = (
+            f"Build ``{name}`` ({configs[name]}) with random weights; keyword overrides change "
+            f"``{type(configs[name]).__name__}`` fields."
+        )
+        return builder
+
+    for name in configs:
+        ENCODERS.add(name, make(name))
+    return build
+
+
 def check_block_indices(n: Sequence[int], n_blocks: int) -> list[int]:
     """Validate explicit 0-based block indices for ``get_intermediate_layers``.
 
