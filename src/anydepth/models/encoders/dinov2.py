@@ -14,7 +14,6 @@ Registered encoders: ``dinov2_vits14``, ``dinov2_vitb14``, ``dinov2_vitl14``, ``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from anydepth.models.encoders.vit_layers import (
     Mlp,
     PackedSwiGLU,
     PatchEmbed,
-    check_block_indices,
+    TappedViT,
     register_family,
     swiglu_hidden_dim,
 )
@@ -93,7 +92,7 @@ class DinoV2Config:
         return hidden if self.ffn_layer == "mlp" else swiglu_hidden_dim(hidden, 8)
 
 
-class DinoV2ViT(nn.Module):
+class DinoV2ViT(TappedViT):
     """DINOv2 ViT backbone (frozen-encoder inference path).
 
     Attributes:
@@ -218,76 +217,6 @@ class DinoV2ViT(nn.Module):
             regs = self.register_tokens.expand(B, -1, -1).to(tokens.dtype)
             tokens = torch.cat([tokens[:, :1], regs, tokens[:, 1:]], dim=1)
         return tokens, h, w
-
-    def _run_blocks(self, x: Tensor, taps: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
-        tokens, _, _ = self.prepare_tokens(x)
-        wanted = set(taps or ())
-        last = max(wanted) if wanted else self.n_blocks - 1
-        outs: dict[int, Tensor] = {}
-        for i, blk in enumerate(self.blocks):
-            if i > last:
-                break
-            tokens = blk(tokens)
-            if i in wanted:
-                outs[i] = tokens
-        return tokens, outs
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """Run all blocks.
-
-        Args:
-            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of 14.
-
-        Returns:
-            ``x_norm_clstoken [B,C]``, ``x_norm_regtokens [B,R,C]``, ``x_norm_patchtokens [B,h*w,C]``,
-            ``x_prenorm [B,N,C]`` (Meta's keys).
-        """
-        tokens, _ = self._run_blocks(x)
-        normed = self.norm(tokens)
-        p = self.num_prefix_tokens
-        return {
-            "x_norm_clstoken": normed[:, 0],
-            "x_norm_regtokens": normed[:, 1:p],
-            "x_norm_patchtokens": normed[:, p:],
-            "x_prenorm": tokens,
-        }
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Same as ``forward_features``."""
-        return self.forward_features(x)
-
-    def get_intermediate_layers(
-        self,
-        x: Tensor,
-        n: Sequence[int],
-        reshape: bool = True,
-        return_class_token: bool = True,
-        norm: bool = False,
-    ) -> tuple[Any, ...]:
-        """Outputs of explicit blocks, register tokens dropped (Meta's ``get_intermediate_layers`` semantics).
-
-        Args:
-            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of ``patch_size``.
-            n: 0-based block indices, returned in the given order (an int is rejected).
-            reshape: return patch tokens as ``[B,C,h,w]`` maps instead of ``[B,h*w,C]``.
-            return_class_token: pair each map with its class token ``[B,C]``.
-            norm: apply the final LayerNorm to the tapped tokens.
-
-        Returns:
-            ``((patch, cls), ...)`` if ``return_class_token`` else ``(patch, ...)``.
-        """
-        idx = check_block_indices(n, self.n_blocks)
-        _, outs = self._run_blocks(x, idx)
-        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        p = self.num_prefix_tokens
-        result: list[Any] = []
-        for i in idx:
-            t = self.norm(outs[i]) if norm else outs[i]
-            patches = t[:, p:]
-            if reshape:
-                patches = patches.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
-            result.append((patches, t[:, 0]) if return_class_token else patches)
-        return tuple(result)
 
 
 _REG: dict[str, Any] = {"num_register_tokens": 4, "interpolate_antialias": True, "interpolate_offset": 0.0}

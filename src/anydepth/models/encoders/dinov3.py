@@ -12,7 +12,6 @@ the tiny ``dinov3_test``. Each builder takes overrides of ``DinoV3Config`` field
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from anydepth.models.encoders.vit_layers import (
     PatchEmbed,
     RopePositionEmbedding,
     SwiGLU,
-    check_block_indices,
+    TappedViT,
     register_family,
     swiglu_hidden_dim,
 )
@@ -104,7 +103,7 @@ class DinoV3Config:
         return swiglu_hidden_dim(hidden, _FFN_ALIGN[self.ffn_layer])
 
 
-class DinoV3ViT(nn.Module):
+class DinoV3ViT(TappedViT):
     """DINOv3 ViT backbone (frozen-encoder inference path).
 
     Attributes:
@@ -213,79 +212,10 @@ class DinoV3ViT(nn.Module):
         p = self.num_prefix_tokens
         return torch.cat([self.cls_norm(x[:, :p]), self.norm(x[:, p:])], dim=1)
 
-    def _run_blocks(self, x: Tensor, taps: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
-        tokens, h, w = self.prepare_tokens(x)
-        rope = self.rope_embed(h, w)
-        wanted = set(taps or ())
-        last = max(wanted) if wanted else self.n_blocks - 1
-        outs: dict[int, Tensor] = {}
-        for i, blk in enumerate(self.blocks):
-            if i > last:
-                break
-            tokens = blk(tokens, rope)
-            if i in wanted:
-                outs[i] = tokens
-        return tokens, outs
+    prefix_key = "x_storage_tokens"
 
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """Run all blocks.
-
-        Args:
-            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of 16.
-
-        Returns:
-            ``x_norm_clstoken [B,C]``, ``x_storage_tokens [B,R,C]`` (normed), ``x_norm_patchtokens [B,h*w,C]``
-            and ``x_prenorm [B,N,C]`` (Meta's keys).
-        """
-        tokens, _ = self._run_blocks(x)
-        normed = self._norm_tokens(tokens)
-        p = self.num_prefix_tokens
-        return {
-            "x_norm_clstoken": normed[:, 0],
-            "x_storage_tokens": normed[:, 1:p],
-            "x_norm_patchtokens": normed[:, p:],
-            "x_prenorm": tokens,
-        }
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Same as ``forward_features``."""
-        return self.forward_features(x)
-
-    def get_intermediate_layers(
-        self,
-        x: Tensor,
-        n: Sequence[int],
-        reshape: bool = True,
-        return_class_token: bool = True,
-        norm: bool = False,
-    ) -> tuple[Any, ...]:
-        """Outputs of explicit blocks, storage tokens dropped (Meta's ``get_intermediate_layers`` semantics).
-
-        Blocks after the last requested one are not run.
-
-        Args:
-            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of ``patch_size``.
-            n: 0-based block indices, returned in the given order (an int is rejected: Meta reads it as
-                "the last n blocks", a frequent source of off-by-one tap errors).
-            reshape: return patch tokens as ``[B,C,h,w]`` maps instead of ``[B,h*w,C]``.
-            return_class_token: pair each map with its class token ``[B,C]``.
-            norm: apply the final norm to the tapped tokens.
-
-        Returns:
-            ``((patch, cls), ...)`` if ``return_class_token`` else ``(patch, ...)``.
-        """
-        idx = check_block_indices(n, self.n_blocks)
-        _, outs = self._run_blocks(x, idx)
-        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        p = self.num_prefix_tokens
-        result: list[Any] = []
-        for i in idx:
-            t = self._norm_tokens(outs[i]) if norm else outs[i]
-            patches = t[:, p:]
-            if reshape:
-                patches = patches.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
-            result.append((patches, t[:, 0]) if return_class_token else patches)
-        return tuple(result)
+    def _block_args(self, h: int, w: int) -> tuple[Any, ...]:
+        return (self.rope_embed(h, w),)
 
 
 # Meta's hub/backbones.py configurations (rope base 100, "separate" coords, 4 storage tokens, masked K bias,

@@ -58,6 +58,96 @@ def apply_overrides(config: ConfigT, overrides: dict[str, Any], what: str) -> Co
     return replace(config, **overrides)  # type: ignore[type-var]
 
 
+class TappedViT(nn.Module):
+    """Shared forward logic of the project's ViTs: run blocks, tap explicit ones, Meta-style outputs.
+
+    Subclasses define ``prepare_tokens(x) -> (tokens [B,N,C], h, w)``, ``blocks``, ``norm``, ``n_blocks``,
+    ``patch_size`` and ``num_prefix_tokens``; they may override ``_block_args`` (extra block inputs, e.g. RoPE) and
+    ``_norm_tokens`` (the final norm). ``prefix_key`` names the register tokens in ``forward_features``.
+    """
+
+    prefix_key = "x_norm_regtokens"
+
+    def _block_args(self, h: int, w: int) -> tuple[Any, ...]:
+        return ()
+
+    def _norm_tokens(self, x: Tensor) -> Tensor:
+        return self.norm(x)  # type: ignore[no-any-return,operator]
+
+    def _run_blocks(self, x: Tensor, taps: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+        tokens, h, w = self.prepare_tokens(x)  # type: ignore[attr-defined]
+        extra = self._block_args(h, w)
+        wanted = set(taps or ())
+        last = max(wanted) if wanted else self.n_blocks - 1  # type: ignore[attr-defined]
+        outs: dict[int, Tensor] = {}
+        for i, blk in enumerate(self.blocks):  # type: ignore[attr-defined]
+            if i > last:
+                break  # blocks after the last requested one are not run
+            tokens = blk(tokens, *extra)
+            if i in wanted:
+                outs[i] = tokens
+        return tokens, outs
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """Run all blocks.
+
+        Args:
+            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of ``patch_size``.
+
+        Returns:
+            ``x_norm_clstoken [B,C]``, the normed register tokens ``[B,R,C]`` under ``prefix_key``,
+            ``x_norm_patchtokens [B,h*w,C]`` and ``x_prenorm [B,N,C]`` (Meta's keys).
+        """
+        tokens, _ = self._run_blocks(x)
+        normed = self._norm_tokens(tokens)
+        p = self.num_prefix_tokens  # type: ignore[attr-defined]
+        return {
+            "x_norm_clstoken": normed[:, 0],
+            self.prefix_key: normed[:, 1:p],
+            "x_norm_patchtokens": normed[:, p:],
+            "x_prenorm": tokens,
+        }
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Same as ``forward_features``."""
+        return self.forward_features(x)
+
+    def get_intermediate_layers(
+        self,
+        x: Tensor,
+        n: Sequence[int],
+        reshape: bool = True,
+        return_class_token: bool = True,
+        norm: bool = False,
+    ) -> tuple[Any, ...]:
+        """Outputs of explicit blocks, register tokens dropped (Meta's ``get_intermediate_layers`` semantics).
+
+        Args:
+            x: ``[B,3,H,W]`` ImageNet-normalised RGB, H and W multiples of ``patch_size``.
+            n: 0-based block indices, returned in the given order (an int is rejected: Meta reads it as
+                "the last n blocks", a frequent source of off-by-one tap errors).
+            reshape: return patch tokens as ``[B,C,h,w]`` maps instead of ``[B,h*w,C]``.
+            return_class_token: pair each map with its class token ``[B,C]``.
+            norm: apply the final norm to the tapped tokens.
+
+        Returns:
+            ``((patch, cls), ...)`` if ``return_class_token`` else ``(patch, ...)``.
+        """
+        idx = check_block_indices(n, self.n_blocks)  # type: ignore[attr-defined]
+        _, outs = self._run_blocks(x, idx)
+        ps = self.patch_size  # type: ignore[attr-defined]
+        h, w = x.shape[-2] // ps, x.shape[-1] // ps
+        p = self.num_prefix_tokens  # type: ignore[attr-defined]
+        result: list[Any] = []
+        for i in idx:
+            t = self._norm_tokens(outs[i]) if norm else outs[i]
+            patches = t[:, p:]
+            if reshape:
+                patches = patches.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+            result.append((patches, t[:, 0]) if return_class_token else patches)
+        return tuple(result)
+
+
 def register_family(configs: dict[str, Any], model_cls: Any, family: str) -> Any:
     """Register one ``ENCODERS`` builder per entry of ``configs`` and return ``build(name, **overrides)``.
 
