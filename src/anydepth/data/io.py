@@ -49,9 +49,9 @@ def read_image(path: PathLike) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
+        with Image.open(p) as src:
+            src.load()
+            im = ImageOps.exif_transpose(src)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 peak = 65535.0 if arr.max(initial=0) > 255 else 255.0

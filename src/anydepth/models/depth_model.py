@@ -26,6 +26,9 @@ class DepthModel(nn.Module):
         patch_size: input H and W must be multiples of this.
     """
 
+    image_mean: torch.Tensor
+    image_std: torch.Tensor
+
     def __init__(self, encoder: EncoderWrapper, decoder: Decoder, config: ModelConfig) -> None:
         super().__init__()
         self.encoder = encoder

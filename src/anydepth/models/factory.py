@@ -91,6 +91,7 @@ def count_parameters(model: str | ModelConfig | nn.Module) -> dict[str, int]:
         cfg = model if isinstance(model, ModelConfig) else get_model_config(model)
         with torch.device("meta"):
             model = build_model(cfg)
-    enc = sum(p.numel() for p in model.encoder.parameters())  # type: ignore[union-attr]
-    dec = sum(p.numel() for p in model.decoder.parameters())  # type: ignore[union-attr]
+    parts: dict[str, nn.Module] = dict(model.named_children())
+    enc = sum(p.numel() for p in parts["encoder"].parameters())
+    dec = sum(p.numel() for p in parts["decoder"].parameters())
     return {"encoder": enc, "decoder": dec, "total": enc + dec}

@@ -11,6 +11,7 @@ A *backbone* is any module registered in ``anydepth.registry.ENCODERS`` that pro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +41,8 @@ class EncoderWrapper(nn.Module):
         frozen: bool = True,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
-        n_blocks = int(backbone.n_blocks)
+        self.backbone: Any = backbone  # a ViT backbone (interface in the module docstring)
+        n_blocks = int(self.backbone.n_blocks)
         idx = tuple(int(i) for i in layer_indices)
         bad = [i for i in idx if not 0 <= i < n_blocks]
         if bad:

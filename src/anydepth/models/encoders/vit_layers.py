@@ -67,20 +67,34 @@ class TappedViT(nn.Module):
     """
 
     prefix_key = "x_norm_regtokens"
+    blocks: nn.ModuleList
+    norm: nn.Module
+    n_blocks: int
+    patch_size: int
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class token + register tokens (defined by subclasses)."""
+        raise NotImplementedError
+
+    def prepare_tokens(self, x: Tensor) -> tuple[Tensor, int, int]:
+        """Embed ``x`` into ``([B,N,C] tokens, h, w)`` (defined by subclasses)."""
+        raise NotImplementedError
 
     def _block_args(self, h: int, w: int) -> tuple[Any, ...]:
         return ()
 
     def _norm_tokens(self, x: Tensor) -> Tensor:
-        return self.norm(x)  # type: ignore[no-any-return,operator]
+        out: Tensor = self.norm(x)
+        return out
 
     def _run_blocks(self, x: Tensor, taps: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
-        tokens, h, w = self.prepare_tokens(x)  # type: ignore[attr-defined]
+        tokens, h, w = self.prepare_tokens(x)
         extra = self._block_args(h, w)
         wanted = set(taps or ())
-        last = max(wanted) if wanted else self.n_blocks - 1  # type: ignore[attr-defined]
+        last = max(wanted) if wanted else self.n_blocks - 1
         outs: dict[int, Tensor] = {}
-        for i, blk in enumerate(self.blocks):  # type: ignore[attr-defined]
+        for i, blk in enumerate(self.blocks):
             if i > last:
                 break  # blocks after the last requested one are not run
             tokens = blk(tokens, *extra)
@@ -100,7 +114,7 @@ class TappedViT(nn.Module):
         """
         tokens, _ = self._run_blocks(x)
         normed = self._norm_tokens(tokens)
-        p = self.num_prefix_tokens  # type: ignore[attr-defined]
+        p = self.num_prefix_tokens
         return {
             "x_norm_clstoken": normed[:, 0],
             self.prefix_key: normed[:, 1:p],
@@ -133,11 +147,11 @@ class TappedViT(nn.Module):
         Returns:
             ``((patch, cls), ...)`` if ``return_class_token`` else ``(patch, ...)``.
         """
-        idx = check_block_indices(n, self.n_blocks)  # type: ignore[attr-defined]
+        idx = check_block_indices(n, self.n_blocks)
         _, outs = self._run_blocks(x, idx)
-        ps = self.patch_size  # type: ignore[attr-defined]
+        ps = self.patch_size
         h, w = x.shape[-2] // ps, x.shape[-1] // ps
-        p = self.num_prefix_tokens  # type: ignore[attr-defined]
+        p = self.num_prefix_tokens
         result: list[Any] = []
         for i in idx:
             t = self._norm_tokens(outs[i]) if norm else outs[i]
