@@ -42,7 +42,8 @@ class EncoderWrapper(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone: Any = backbone  # a ViT backbone (interface in the module docstring)
-        n_blocks = int(self.backbone.n_blocks)
+        bb: Any = backbone
+        n_blocks = int(bb.n_blocks)
         idx = tuple(int(i) for i in layer_indices)
         bad = [i for i in idx if not 0 <= i < n_blocks]
         if bad:
