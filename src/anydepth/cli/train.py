@@ -62,16 +62,18 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     from anydepth.config import config_to_dict, load_config
     from anydepth.engine.config import TrainConfig
 
+    # the run's saved config, when resuming a run that has one
     saved = Path(args.output) / "config.yaml" if args.output else None
-    have_saved = args.resume and saved is not None and saved.is_file()
+    if not (args.resume and saved is not None and saved.is_file()):
+        saved = None
     if not args.config:
-        if have_saved:
+        if saved is not None:
             cfg = load_config(TrainConfig, [saved], args.overrides)
         else:
             raise ValueError("--config is required (or --resume with --output pointing to an existing run)")
     else:
         cfg = load_config(TrainConfig, args.config, args.overrides)
-    if have_saved:
+    if saved is not None:
         old = config_to_dict(load_config(TrainConfig, [saved]))
         diff = [k for k in _diff_keys(old, config_to_dict(cfg)) if not k.startswith(_RESUME_SAFE)]
         if diff:

@@ -25,7 +25,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 def capture_rng_state() -> dict[str, Any]:
     """Snapshot of the Python, NumPy, torch CPU and (if available) CUDA global RNG states."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    # legacy tuple form ("MT19937", key, pos, has_gauss, cached_gaussian); numpy's stubs pick the dict overload
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {

@@ -11,15 +11,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from anydepth.engine.config import DatasetSpec, TrainConfig
 from anydepth.engine.distributed import ShardedSampler
 from anydepth.types import DepthSpace, Sample
+
+if TYPE_CHECKING:
+    from anydepth.data.mixture import ConcatDepthDataset, MixtureDataset
 
 __all__ = [
     "Batch",
@@ -109,7 +112,7 @@ def build_dataset(spec: DatasetSpec) -> torch.utils.data.Dataset:
         raise ValueError(f"dataset {spec.name!r}: bad options {sorted(spec.kwargs)} ({e})") from None
 
 
-def build_datasets(specs: Sequence[DatasetSpec], *, seed: int = 0) -> torch.utils.data.Dataset:
+def build_datasets(specs: Sequence[DatasetSpec], *, seed: int = 0) -> ConcatDepthDataset | MixtureDataset:
     """The training/validation mixture of ``specs``.
 
     All weights 1 (the default and the paper's recipe): a plain concatenation
@@ -134,7 +137,7 @@ def build_datasets(specs: Sequence[DatasetSpec], *, seed: int = 0) -> torch.util
         if len(ds) == 0:
             raise ValueError("the dataset mixture is empty")
         return ds
-    sizes = [len(d) for d in datasets]
+    sizes = [len(cast(Sized, d)) for d in datasets]  # readers are map-style datasets
     length = sum(round(w * n) for w, n in zip(weights, sizes, strict=True))
     if length < 1:
         raise ValueError(f"the dataset mixture is empty (sizes {sizes}, weights {weights})")

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,7 +94,7 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     initialized = False
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
         be = backend or ("nccl" if dev.type == "cuda" else "gloo")
-        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend=be, init_method="env://", rank=rank, world_size=world, **kwargs)
         initialized = True
         log.info("process group initialised: rank %d / %d, backend %s, device %s", rank, world, be, dev)

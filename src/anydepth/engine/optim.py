@@ -13,6 +13,7 @@ import fnmatch
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -98,13 +99,13 @@ def build_param_groups(
                     "name": key + (" (no wd)" if nwd else ""),
                 }
             )
-    for g in out:
+    for pg in out:
         log.info(
             "param group %s: %d tensors, lr %.3g, wd %.3g",
-            g["name"],
-            len(g["params"]),
-            g["lr"],
-            g["weight_decay"],
+            pg["name"],
+            len(pg["params"]),
+            pg["lr"],
+            pg["weight_decay"],
         )
     return out
 
@@ -132,10 +133,11 @@ def build_optimizer(
         ValueError: unknown optimizer name, or see ``build_param_groups``.
     """
     pg = build_param_groups(model, groups, lr=lr, weight_decay=weight_decay, no_weight_decay=no_weight_decay)
+    b = cast("tuple[float, float]", tuple(betas))  # configs may hand over a 2-element list
     if name == "adamw":
-        return torch.optim.AdamW(pg, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        return torch.optim.AdamW(pg, lr=lr, betas=b, eps=eps, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(pg, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        return torch.optim.Adam(pg, lr=lr, betas=b, eps=eps, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(pg, lr=lr, momentum=betas[0], weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; valid: ['adamw', 'adam', 'sgd']")

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -55,6 +55,7 @@ from anydepth.engine.optim import GroupSpec, build_optimizer
 from anydepth.engine.schedule import build_scheduler, steps_from_epochs
 from anydepth.losses import DepthLoss, disparity_target
 from anydepth.models.depth_model import DepthModel
+from anydepth.types import DepthSpace
 
 __all__ = [
     "FitResult",
@@ -141,17 +142,17 @@ def set_output_bias(model: DepthModel, value: float) -> str:
     Raises:
         ValueError: the decoder has no such convolution with a bias.
     """
-    name = None
+    name: str | None = None
+    bias: torch.Tensor | None = None
     for n, mod in model.decoder.named_modules():
         if isinstance(mod, nn.Conv2d) and mod.out_channels == 1 and mod.bias is not None:
-            name = n
-    if name is None:
+            name, bias = n, mod.bias
+    if name is None or bias is None:
         raise ValueError(
             "model.output_bias_init: the decoder has no 1-channel output convolution with a bias"
         )
-    conv = model.decoder.get_submodule(name)
     with torch.no_grad():
-        conv.bias.fill_(float(value))  # type: ignore[union-attr]
+        bias.fill_(float(value))
     return f"decoder.{name}.bias"
 
 
@@ -197,7 +198,8 @@ def evaluate_model(
 
     was_training = model.training
     model.eval()
-    space = getattr(model, "output_space", None)
+    # a DepthModel's DepthSpace; a model without one fails in align_to_depth (DepthSpace(None))
+    space = cast("DepthSpace | str", getattr(model, "output_space", None))
     values: dict[str, list[float]] = {"abs_rel": [], "delta1": []}
     for batch in loader:
         b: Batch = batch
@@ -336,7 +338,7 @@ def fit(
         name=cfg.optim.name,
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay,
-        betas=tuple(cfg.optim.betas),
+        betas=cast("tuple[float, float]", tuple(cfg.optim.betas)),
         eps=cfg.optim.eps,
         groups=groups,
         no_weight_decay=cfg.optim.no_weight_decay,

@@ -57,7 +57,13 @@ LITE0_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
 )
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
-_BN = {"eps": 1e-3, "momentum": 0.01}
+_BN_EPS = 1e-3
+_BN_MOMENTUM = 0.01
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with the EfficientNet-Lite settings (eps 1e-3, momentum 0.01)."""
+    return nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
 
 
 def lite0_weights_path() -> str | None:
@@ -77,11 +83,11 @@ class _MBConv(nn.Module):
         self.has_expand = expand != 1
         if self.has_expand:
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _bn(mid)
         self._depthwise_conv = nn.Conv2d(mid, mid, k, stride=stride, padding=k // 2, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _bn(mid)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self._bn2 = _bn(cout)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +116,7 @@ class EfficientNetLite0(nn.Module):
             )
         self.embed_dim = int(embed_dim)
         self._conv_stem = nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _bn(32)
         self._blocks = nn.ModuleList(_MBConv(*b) for b in LITE0_BLOCKS)
         self.n_blocks = len(self._blocks)
         strides, s = [], 2
