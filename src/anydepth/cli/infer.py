@@ -52,7 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
     )
-    g.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: torch)")
+    g.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="inference backend (default: torch)",
+    )
+    g.add_argument(
+        "--onnx", metavar="FILE", help="ONNX file from `anydepth export` (for --backend onnxruntime)"
+    )
 
     g = p.add_argument_group("processing")
     g.add_argument("--size", default="768", metavar="SPEC",
@@ -169,6 +177,14 @@ def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import anydepth
     from anydepth.inference import TorchRunner
 
+    if args.backend == "onnxruntime" or args.onnx:
+        from anydepth.export.onnx_runtime import OnnxRunner
+
+        if args.backend != "onnxruntime" or not args.onnx or args.checkpoint or args.model:
+            raise ValueError(
+                "ONNX inference takes --backend onnxruntime --onnx FILE (no --checkpoint/--model)"
+            )
+        return OnnxRunner(args.onnx), {"onnx": str(args.onnx)}
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
     if args.checkpoint and args.model:

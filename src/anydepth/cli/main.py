@@ -23,6 +23,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("train", "anydepth.cli.train"),
     ("serve", "anydepth.cli.serve"),
     ("demo", "anydepth.cli.demo"),
+    ("bench", "anydepth.cli.bench"),
+    ("export", "anydepth.cli.export"),
 )
 
 
