@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,13 +61,15 @@ def test_runner_variants_agree() -> None:
     model = anydepth.create_model("sdt_test")
     outs = {
         v: build_runner(model, "decoder", v, torch.float32, 64, 1, "cpu", tile_rows=8)()
-        for v in ("eager", "fast", "fast_tiled")
+        for v in ("eager", "fast", "fast_direct", "fast_untiled")
     }
     for v, o in outs.items():
         assert o.shape == (1, 1, 64, 64)
         assert (o - outs["eager"]).abs().max() <= 1e-4, v
     with pytest.raises(ValueError, match="SDT"):
-        build_runner(anydepth.create_model("dpt_test"), "decoder", "fast_tiled", torch.float32, 64, 1, "cpu")
+        build_runner(
+            anydepth.create_model("dpt_test"), "decoder", "fast_untiled", torch.float32, 64, 1, "cpu"
+        )
 
 
 def test_benchmark_rows_without_timing() -> None:
@@ -111,8 +114,8 @@ def test_cli_bench_quick_writes_table_json_csv(tmp_path: Path, capsys: pytest.Ca
     assert "| model |" in printed and "sdt_test" in printed and "dpt_test" in printed
     doc = json.loads((out / "bench.json").read_text())
     rows = doc["rows"]
-    # SDT: eager, fast, fast_tiled; DPT: eager, fast (no tiled variant)
-    assert len(rows) == 5
+    # default variants eager, fast, fast_direct for both decoders
+    assert len(rows) == 6
     assert doc["meta"]["torch"] == torch.__version__
     for r in rows:
         assert r["latency_ms"] > 0 and r["throughput"] > 0 and r["max_abs_diff"] <= 1e-4
@@ -121,7 +124,7 @@ def test_cli_bench_quick_writes_table_json_csv(tmp_path: Path, capsys: pytest.Ca
     assert all(r["speedup_vs_eager_fp32"] == 1.0 for r in eager)
     with open(out / "bench.csv", newline="") as f:
         csv_rows = list(csv.DictReader(f))
-    assert len(csv_rows) == 5 and {"model", "latency_ms", "gflops", "peak_mem_mib"} <= set(csv_rows[0])
+    assert len(csv_rows) == 6 and {"model", "latency_ms", "gflops", "peak_mem_mib"} <= set(csv_rows[0])
     assert (out / "bench.md").read_text().startswith("| model |")
     assert (out / "bench.png").stat().st_size > 1000
     # never overwrites without --overwrite
@@ -142,8 +145,29 @@ def test_peak_memory_subprocess_tiled_is_lower() -> None:
     from anydepth.bench.memory import measure_peak_memory
 
     eager = measure_peak_memory("sdt_test", variant="eager", resolution=256, threads=1)
-    tiled = measure_peak_memory("sdt_test", variant="fast_tiled", resolution=256, tile_rows=16, threads=1)
+    tiled = measure_peak_memory("sdt_test", variant="fast", resolution=256, tile_rows=16, threads=1)
     assert eager["kind"] == "cpu_rss_delta"
     assert eager["process_peak_mib"] > eager["peak_mib"] > 0
     # 32-channel maps at 256x256 are 8 MiB each; the tiled path keeps only 16-row slices of them
     assert tiled["peak_mib"] < eager["peak_mib"]
+
+
+def test_emulated_low_precision_is_skipped_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import anydepth.export.fast as fast
+
+    monkeypatch.setattr(fast, "native_low_precision", lambda dtype, device="cpu": dtype == torch.float32)
+    cfg = BenchConfig(
+        models=("sdt_test",), resolutions=(64,), dtypes=("float32", "bfloat16"), variants=("eager", "fast"),
+        warmup=0, repeats=1, memory=False, flops=False,
+    )  # fmt: skip
+    rows = benchmark(cfg)
+    by = {(r.variant, r.dtype): r for r in rows}
+    assert len(rows) == 4
+    for v in ("eager", "fast"):
+        assert by[(v, "float32")].latency_ms is not None and by[(v, "float32")].note == ""
+        skipped = by[(v, "bfloat16")]
+        assert skipped.latency_ms is None and skipped.note.startswith("skipped: no native bfloat16")
+    assert "skipped: no native bfloat16" in format_table(rows)
+    # allowed explicitly: timed (tiny model, so emulation is affordable)
+    rows = benchmark(dataclasses.replace(cfg, allow_emulated=True, variants=("fast",)))
+    assert all(r.latency_ms is not None and r.note == "" for r in rows)

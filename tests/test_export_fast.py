@@ -16,8 +16,10 @@ from anydepth.export.fast import (
     fast_decoder,
     fold_bn_after,
     fold_bn_before,
+    native_low_precision,
     nnpack_available,
     optimize_for_inference,
+    resolve_conv_algo,
 )
 from anydepth.models.decoders.sdt import SDTDecoder
 from anydepth.models.layers.dysample import DySample
@@ -97,11 +99,14 @@ def test_output_is_not_trivial(sdt: SDTDecoder) -> None:
     ("token_hw", "tile_rows"),
     [((4, 4), 0), ((4, 4), 2), ((6, 8), 10), ((5, 3), 6), ((5, 3), 1000), ((1, 2), 4)],
 )
-def test_sdt_fast_matches_plain(sdt: SDTDecoder, token_hw: tuple[int, int], tile_rows: int) -> None:
+@pytest.mark.parametrize("conv_algo", ["auto", "direct"])
+def test_sdt_fast_matches_plain(
+    sdt: SDTDecoder, token_hw: tuple[int, int], tile_rows: int, conv_algo: str
+) -> None:
     enc = _enc(sdt, token_hw)
     with torch.no_grad():
         ref = sdt.forward_raw(enc)
-    got = FastSDTDecoder(sdt, tile_rows=tile_rows).forward_raw(enc)
+    got = FastSDTDecoder(sdt, tile_rows=tile_rows, conv_algo=conv_algo).forward_raw(enc)
     assert got.shape == ref.shape
     assert (got - ref).abs().max() <= FP32_TOL
 
@@ -151,9 +156,10 @@ def test_dpt_fast_matches_plain() -> None:
         enc = _enc(dec, hw)
         with torch.no_grad():
             ref = dec(enc, (16 * hw[0], 16 * hw[1]))
-        got = FastDPTDecoder(dec)(enc, (16 * hw[0], 16 * hw[1]))
         assert ref.std() > 0.05
-        assert (got - ref).abs().max() <= FP32_TOL * max(1.0, float(ref.abs().max()))
+        for algo in ("auto", "direct"):
+            got = FastDPTDecoder(dec, conv_algo=algo)(enc, (16 * hw[0], 16 * hw[1]))
+            assert (got - ref).abs().max() <= FP32_TOL * max(1.0, float(ref.abs().max()))
 
 
 @pytest.mark.parametrize("name", ["sdt_test", "dpt_test"])
@@ -182,6 +188,36 @@ def test_winograd_within_tolerance(sdt: SDTDecoder) -> None:
     for t in (0, 6):
         got = FastSDTDecoder(sdt, tile_rows=t, conv_algo="winograd").forward_raw(enc)
         assert (got - ref).abs().max() <= FP32_TOL
+
+
+def test_conv_algo_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import anydepth.export.fast as fast
+
+    for have in (True, False):
+        monkeypatch.setattr(fast, "nnpack_available", lambda have=have: have)
+        assert resolve_conv_algo("auto", torch.float32) == ("winograd" if have else "direct")
+        assert resolve_conv_algo("auto", torch.bfloat16) == "direct"
+        assert resolve_conv_algo("direct", torch.float32) == "direct"
+        assert resolve_conv_algo("winograd", torch.float32) == ("winograd" if have else "direct")
+    with pytest.raises(ValueError, match="float32"):
+        resolve_conv_algo("winograd", torch.float16)
+    with pytest.raises(ValueError, match="unknown conv_algo"):
+        resolve_conv_algo("fft", torch.float32)
+    assert native_low_precision(torch.float32) and native_low_precision(torch.bfloat16, "cuda")
+
+
+def test_emulated_low_precision_warns_once(
+    sdt: SDTDecoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import anydepth.export.fast as fast
+
+    monkeypatch.setattr(fast, "native_low_precision", lambda dtype, device="cpu": dtype == torch.float32)
+    dec = FastSDTDecoder(sdt, dtype=torch.bfloat16, tile_rows=0)
+    enc = _enc(sdt, (2, 2), batch=1)
+    with caplog.at_level("WARNING", logger="anydepth.export.fast"):
+        dec.forward_raw(enc)
+        dec.forward_raw(enc)
+    assert sum("no native kernels" in r.getMessage() for r in caplog.records) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -327,3 +327,18 @@ def test_forward_failure_is_reported_not_a_traceback(tmp_path: Path, monkeypatch
     s = _summary(out)
     assert s["counts"] == {"ok": 1, "skipped": 0, "failed": 2}
     assert all("inference failed" in f["reason"] for f in s["failures"])
+
+
+def test_fast_path_gives_the_same_depth(tmp_path: Path, ckpt: Path) -> None:
+    Image.fromarray(_rgb(48, 64, 3)).save(tmp_path / "a.png")
+    outs = {}
+    for name, extra in (("plain", []), ("fast", ["--fast"])):
+        out = tmp_path / name
+        assert _run(str(tmp_path / "a.png"), "-o", str(out), "--checkpoint", str(ckpt), "--save", "npy",
+                    *SIZE, "-q", *extra) == 0  # fmt: skip
+        outs[name] = np.load(out / "a_pred.npy")
+    assert outs["plain"].std() > 1e-3
+    np.testing.assert_allclose(outs["fast"], outs["plain"], atol=1e-4, rtol=0)
+    # --fast is a torch-backend option
+    assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "x"), "--backend", "onnxruntime", "--onnx",
+                str(tmp_path / "m.onnx"), "--fast") == 2  # fmt: skip

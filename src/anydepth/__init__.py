@@ -28,6 +28,7 @@ __all__ = [
     "list_models",
     "count_parameters",
     "predict",
+    "optimize_for_inference",
     "DepthSpace",
     "Intrinsics",
     "Prediction",
@@ -41,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from anydepth.inference import predict
 
         return predict
+    if name == "optimize_for_inference":
+        from anydepth.export.fast import optimize_for_inference
+
+        return optimize_for_inference
     raise AttributeError(f"module 'anydepth' has no attribute {name!r}")

@@ -9,11 +9,16 @@ One *row* is one (preset, part, variant, resolution, batch, device, dtype) confi
 Variants:
 
 * ``"eager"``: the plain module (``torch.autocast`` for non-float32 dtypes);
-* ``"fast"``: ``anydepth.export.fast`` without tiling (folded BN, merged DySample convs, channels-last);
-* ``"fast_tiled"``: the fast path with full-resolution row tiling (SDT only);
-* ``"fast_winograd"``: ``fast_tiled`` (SDT) / ``fast`` (DPT) with NNPACK Winograd 3x3 convolutions (CPU
-  float32 only; slightly larger rounding error, reported in ``max_abs_diff``);
-* ``"compiled"``: ``fast`` (untiled) under ``torch.compile`` (opt-in, slow to build).
+* ``"fast"``: ``anydepth.export.optimize_for_inference`` with its defaults, i.e. what ``anydepth infer --fast``
+  runs: folded BN, merged DySample convs, full-resolution row tiling (SDT) and, for float32 on a CPU with
+  NNPACK, Winograd 3x3 convolutions (``conv_algo="auto"``);
+* ``"fast_direct"``: ``fast`` with oneDNN's direct convolutions (``conv_algo="direct"``);
+* ``"fast_untiled"``: ``fast`` without row tiling (SDT only);
+* ``"compiled"``: ``fast_untiled`` with direct convolutions under ``torch.compile`` (opt-in, slow to build).
+
+Low-precision rows (bfloat16/float16) on a CPU without native kernels for that dtype are not run unless
+``BenchConfig.allow_emulated`` is set: emulated bf16 convolutions are 10x-300x slower than float32 and a
+benchmark of them would take hours (``anydepth.export.fast.native_low_precision``).
 
 Timing hygiene (``time_interleaved``): every variant of one (preset, part, resolution, batch, device) group
 is built once, warmed up, then timed round-robin (A, B, C, A, B, C, ...) so that load from other processes
@@ -69,7 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VARIANTS: tuple[str, ...] = ("eager", "fast", "fast_tiled", "fast_winograd", "compiled")
+VARIANTS: tuple[str, ...] = ("eager", "fast", "fast_direct", "fast_untiled", "compiled")
 PARTS: tuple[str, ...] = ("decoder", "model")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -217,7 +222,8 @@ class BenchConfig:
         latency: measure latency (False: parameters and FLOPs only).
         memory: measure peak memory (one subprocess per configuration).
         flops: count FLOPs (meta device).
-        tile_rows, max_tile_pixels: tiling of the ``fast_tiled``/``fast_winograd`` variants.
+        tile_rows, max_tile_pixels: tiling of the ``fast``/``fast_direct`` variants (SDT).
+        allow_emulated: also run low-precision dtypes on CPUs that lack native kernels for them.
         threads: ``torch.set_num_threads`` for the run (``None``: leave as is). CLI only.
         seed: RNG seed for inputs.
     """
@@ -228,7 +234,7 @@ class BenchConfig:
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = ("float32",)
     parts: tuple[str, ...] = ("decoder",)
-    variants: tuple[str, ...] = ("eager", "fast", "fast_tiled")
+    variants: tuple[str, ...] = ("eager", "fast", "fast_direct")
     warmup: int = 2
     repeats: int = 10
     latency: bool = True
@@ -238,6 +244,7 @@ class BenchConfig:
     max_tile_pixels: int | None = None
     threads: int | None = None
     seed: int = 0
+    allow_emulated: bool = False
 
     def __post_init__(self) -> None:
         for v in self.variants:
@@ -323,7 +330,7 @@ def build_runner(
         resolution: square input size in pixels.
         batch: B.
         device: where inputs are created.
-        tile_rows, max_tile_pixels: tiling for ``fast_tiled`` / ``fast_winograd``.
+        tile_rows, max_tile_pixels: tiling for ``fast`` / ``fast_direct`` (SDT).
         seed: input RNG seed.
 
     Returns:
@@ -343,11 +350,11 @@ def build_runner(
     gen = torch.Generator().manual_seed(seed)
     hw = (resolution, resolution)
     is_sdt = isinstance(model.decoder, SDTDecoder)
-    if variant == "fast_tiled" and not is_sdt:
-        raise ValueError("variant 'fast_tiled' is only available for the SDT decoder")
-    opts: dict[str, Any] = {"conv_algo": "winograd" if variant == "fast_winograd" else "direct"}
+    if variant == "fast_untiled" and not is_sdt:
+        raise ValueError("variant 'fast_untiled' is only available for the SDT decoder")
+    opts: dict[str, Any] = {"conv_algo": "direct" if variant in ("fast_direct", "compiled") else "auto"}
     if is_sdt:
-        if variant in ("fast", "compiled"):
+        if variant in ("fast_untiled", "compiled"):
             opts["tile_rows"] = 0
         else:
             opts.update(tile_rows=tile_rows, max_tile_pixels=max_tile_pixels)
@@ -446,7 +453,7 @@ def format_paper_tables(tables: Mapping[str, Any]) -> str:
 
 
 def _variants_for(cfg: ModelConfig, variants: Iterable[str]) -> list[str]:
-    return [v for v in variants if not (v == "fast_tiled" and cfg.decoder != "sdt")]
+    return [v for v in variants if not (v == "fast_untiled" and cfg.decoder != "sdt")]
 
 
 def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None) -> list[BenchRow]:
@@ -513,6 +520,7 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
                                         params_total=params["total"],
                                         gflops=g_flops,
                                         gflops_paper=g_paper if part == "decoder" else None,
+                                        note=_emulation_note(dtype_name, device, config.allow_emulated),
                                     )
                                 )
                         if config.latency:
@@ -525,6 +533,8 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
                             _time_group(model, group, config, say)
                         if config.memory:
                             for row in group:
+                                if row.note.startswith(_SKIPPED):
+                                    continue
                                 say(
                                     f"memory {row.model} {row.part} {row.variant} {row.dtype} {res}px b{batch}"
                                 )
@@ -549,12 +559,28 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
     return rows
 
 
+_SKIPPED = "skipped:"
+
+
+def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
+    """``"skipped: ..."`` for a low-precision dtype this CPU only emulates (unless allowed), else ``""``."""
+    from anydepth.export.fast import native_low_precision
+
+    dtype = parse_dtype(dtype_name)
+    if allow or native_low_precision(dtype, device):
+        return ""
+    name = str(dtype).replace("torch.", "")
+    return f"{_SKIPPED} no native {name} kernels on this CPU (emulated: 10-300x slower than float32)"
+
+
 def _time_group(model: Any, group: list[BenchRow], config: BenchConfig, say: Callable[[str], None]) -> None:
     """Build every runner of a group, check outputs against eager fp32, time them interleaved."""
     first = group[0]
     device = first.device
     runners: dict[str, Callable[[], torch.Tensor]] = {}
     for row in group:
+        if row.note.startswith(_SKIPPED):
+            continue
         key = f"{row.variant}/{row.dtype}"
         say(f"build {row.model} {row.part} {key} {row.resolution}px b{row.batch} on {device}")
         try:
@@ -634,12 +660,13 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("speedup_vs_eager_fp32", "x eager fp32", ".2f"),
     ("peak_mem_mib", "peak MiB", ".1f"),
     ("max_abs_diff", "max |diff|", ".1e"),
+    ("note", "note", "s"),
 )
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     """A markdown table of the rows (columns with no value in any row are dropped)."""
-    cols = [c for c in _TABLE_COLUMNS if any(getattr(r, c[0]) is not None for r in rows)]
+    cols = [c for c in _TABLE_COLUMNS if any(getattr(r, c[0]) not in (None, "") for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         cells = []

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from anydepth.models.config import ModelConfig
+from anydepth.models.depth_model import DepthModel
 from anydepth.models.factory import build_model, get_model_config
 from anydepth.types import EncoderOutput
 
@@ -60,10 +61,10 @@ def _resolve(model: str | ModelConfig) -> ModelConfig:
     return model if isinstance(model, ModelConfig) else get_model_config(model)
 
 
-_META_CACHE: dict[str, nn.Module] = {}
+_META_CACHE: dict[str, DepthModel] = {}
 
 
-def _meta_model(cfg: ModelConfig) -> nn.Module:
+def _meta_model(cfg: ModelConfig) -> DepthModel:
     """The model built on the ``meta`` device (no storage), cached per config."""
     key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     m = _META_CACHE.get(key)

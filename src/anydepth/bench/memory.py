@@ -10,7 +10,8 @@
   with ``LD_PRELOAD=...jemalloc...`` the setting is irrelevant and jemalloc's retained pages count).
 * CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the forward.
 
-Run by hand: ``python -m anydepth.bench.memory '{"model": "sdt_test", "resolution": 64}'`` prints JSON.
+Run by hand: ``python -m anydepth.bench.memory '{"model": "sdt_test", "resolution": 64}' result.json`` writes
+the result as JSON to ``result.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -170,29 +172,33 @@ def measure_peak_memory(
     }
     env = dict(os.environ)
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
-    proc = subprocess.run(
-        [sys.executable, "-m", "anydepth.bench.memory", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory measurement of {spec} failed: {proc.stderr.strip()[-2000:]}")
-    last = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not last:
-        raise RuntimeError(f"memory measurement of {spec} printed no result: {proc.stdout[-500:]}")
-    result: dict[str, Any] = json.loads(last[-1])
+    with tempfile.TemporaryDirectory(prefix="anydepth-mem-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "anydepth.bench.memory", json.dumps(spec), str(result_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory measurement of {spec} failed: {proc.stderr.strip()[-2000:]}")
+        if not result_path.is_file():
+            raise RuntimeError(f"memory measurement of {spec} wrote no result: {proc.stderr.strip()[-500:]}")
+        result: dict[str, Any] = json.loads(result_path.read_text())
     return result
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m anydepth.bench.memory '<json spec>'", file=sys.stderr)
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m anydepth.bench.memory '<json spec>' RESULT.json\n")
         return 2
     result = measure_in_process(json.loads(argv[0]))
-    print(json.dumps(result))
+    out = Path(argv[1])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, out)
     return 0
 
 

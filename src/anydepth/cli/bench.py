@@ -3,7 +3,7 @@
 Examples::
 
   anydepth bench                                   # SDT-S and DPT-S decoders at 256/512/1024, CPU fp32
-  anydepth bench --models sdt_dinov3_vits16 --resolutions 256,512 --variants eager,fast_tiled,fast_winograd
+  anydepth bench --models sdt_dinov3_vits16 --resolutions 256,512 --variants eager,fast,fast_direct,fast_untiled
   anydepth bench --paper                           # reproduce the paper's parameter and FLOP tables only
   anydepth bench --quick -o /tmp/bench             # tiny presets, seconds (smoke test)
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 anydepth bench ...   # measured allocator option
@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--variants",
         type=_csv(str),
         metavar="V,..",
-        help="eager, fast, fast_tiled, fast_winograd, compiled (default eager,fast,fast_tiled)",
+        help="eager, fast, fast_direct, fast_untiled, compiled (default eager,fast,fast_direct)",
     )
     p.add_argument("--warmup", type=int, help="untimed calls per configuration (default 2)")
     p.add_argument("--repeats", type=int, help="timed calls per configuration (default 10)")
@@ -70,7 +70,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="torch.set_num_threads for this run (default: torch's default)"
     )
     p.add_argument("--tile-rows", type=int, help="rows per tile for the tiled variants (default: automatic)")
-    p.add_argument("--max-tile-pixels", type=int, help="tile height = this / width (default 16384)")
+    p.add_argument(
+        "--max-tile-pixels",
+        type=int,
+        help="tile height = this / width (default: a quarter of the image, 16384-65536)",
+    )
+    p.add_argument(
+        "--allow-emulated",
+        action="store_true",
+        help="also run bfloat16/float16 on a CPU without native kernels for them (10-300x slower; "
+        "skipped by default)",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip timing")
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     kw["latency"] = not args.no_latency
     kw["memory"] = not args.no_memory
     kw["flops"] = not args.no_flops
+    kw["allow_emulated"] = args.allow_emulated
     for dev in kw.get("devices", ("cpu",)):
         if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--devices {dev}: CUDA is not available in this torch build / machine")

@@ -72,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
     )
+    g.add_argument(
+        "--fast",
+        action="store_true",
+        help="optimised inference path (folded BN, row tiling, Winograd on CPU; same depth within 1e-4, "
+        "less time and memory; see docs/efficiency.md)",
+    )
     g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
 
     g = p.add_argument_group("outputs")
@@ -184,6 +190,8 @@ def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             raise ValueError(
                 "ONNX inference takes --backend onnxruntime --onnx FILE (no --checkpoint/--model)"
             )
+        if args.fast:
+            raise ValueError("--fast applies to the torch backend (an ONNX graph is already optimised)")
         return OnnxRunner(args.onnx), {"onnx": str(args.onnx)}
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
@@ -207,6 +215,13 @@ def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.encoder_weights:
         info["encoder_weights"] = str(args.encoder_weights)
     # --backend: only "torch" here; other backends build a Runner with the same contract.
+    if args.fast:
+        from anydepth.export.fast import optimize_for_inference
+
+        fast = optimize_for_inference(model.eval().to(device), dtype=dtype)
+        info["fast"] = True
+        # the fast model runs its own dtype (decoder in dtype, encoder under autocast)
+        return TorchRunner(fast, device=device), info
     runner = TorchRunner(model, device=device, dtype=dtype)
     return runner, info
 

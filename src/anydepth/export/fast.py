@@ -18,10 +18,15 @@
   O(W x tile rows) plus the H/4 map, which is itself computed lazily by rows for inputs above 1024x1024.
   Small, reused tile buffers also avoid glibc's mmap/munmap + page-fault cost per call.
 
-Options: ``conv_algo="winograd"`` runs the 3x3 convolutions with NNPACK's Winograd kernels (CPU float32;
-about 2x faster on AVX2 CPUs, rounding error a few times larger than the direct convolution);
-``dtype=torch.bfloat16`` / ``torch.float16`` runs the decoder in that dtype (encoder under autocast;
-only fast on hardware with native support); ``compile=True`` wraps the (untiled) decoder in
+* **Winograd 3x3 convolutions on the CPU** (``conv_algo="auto"``, the default): in float32 on a CPU whose
+  torch build has NNPACK, the stride-1 3x3 convolutions run NNPACK's Winograd F(6x6, 3x3) kernels, which do
+  about a fifth of the multiplications of a direct convolution. The direct convolution of this decoder
+  already runs close to the CPU's peak FLOP rate, so this is where the fp32 speed-up comes from (measured in
+  ``docs/efficiency.md``); the rounding error is a few times that of the direct convolution (~1e-7 here).
+  ``conv_algo="direct"`` keeps oneDNN's direct convolution; on other devices (CUDA) ``auto`` is ``direct``.
+
+Options: ``dtype=torch.bfloat16`` / ``torch.float16`` runs the decoder in that dtype (encoder under autocast;
+only fast on hardware with native support, see ``native_low_precision``); ``compile=True`` wraps the (untiled) decoder in
 ``torch.compile``.
 
 The result is for inference only: parameters are frozen copies (buffers); the source model is not modified.
@@ -55,6 +60,8 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "CONV_ALGOS",
     "nnpack_available",
+    "resolve_conv_algo",
+    "native_low_precision",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,7 +121,7 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-CONV_ALGOS: tuple[str, ...] = ("direct", "winograd")
+CONV_ALGOS: tuple[str, ...] = ("auto", "direct", "winograd")
 
 
 def nnpack_available() -> bool:
@@ -123,6 +130,48 @@ def nnpack_available() -> bool:
         return bool(torch._nnpack_available())
     except (AttributeError, RuntimeError):  # pragma: no cover - builds without NNPACK
         return False
+
+
+def resolve_conv_algo(conv_algo: str, dtype: torch.dtype) -> str:
+    """The convolution algorithm actually used: ``"direct"`` or ``"winograd"``.
+
+    ``"auto"`` is ``"winograd"`` for float32 when NNPACK is available (it then applies to CPU inputs only;
+    other devices run the direct convolution), else ``"direct"``. An explicit ``"winograd"`` without NNPACK
+    falls back to ``"direct"`` with a warning.
+
+    Raises:
+        ValueError: unknown algorithm, or ``"winograd"`` with a dtype other than float32.
+    """
+    if conv_algo not in CONV_ALGOS:
+        raise ValueError(f"unknown conv_algo {conv_algo!r}; valid: {list(CONV_ALGOS)}")
+    if conv_algo == "winograd" and dtype != torch.float32:
+        raise ValueError("conv_algo='winograd' (NNPACK) supports float32 only")
+    if conv_algo == "auto":
+        return "winograd" if dtype == torch.float32 and nnpack_available() else "direct"
+    if conv_algo == "winograd" and not nnpack_available():
+        log.warning("conv_algo='winograd' needs NNPACK, which this torch build lacks; using 'direct'")
+        return "direct"
+    return conv_algo
+
+
+def native_low_precision(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
+    """Whether ``dtype`` convolutions/matmuls run natively (fast) on ``device``.
+
+    float32 always does. On the CPU, bfloat16/float16 need oneDNN's native kernels (AVX512-BF16/FP16 or
+    AMX); without them they fall back to emulation that is 10x (channels-last) to 300x (NCHW) *slower* than
+    float32 (measured on an AVX2 CPU, ``docs/efficiency.md``). CUDA devices are assumed native.
+    """
+    dev = torch.device(device)
+    if dtype == torch.float32 or dev.type != "cpu":
+        return True
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.float16:
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+    return False
 
 
 class _Conv(nn.Module):
@@ -149,8 +198,8 @@ class _Conv(nn.Module):
         algo: str = "direct",
     ) -> None:
         super().__init__()
-        if algo not in CONV_ALGOS:
-            raise ValueError(f"unknown conv_algo {algo!r}; valid: {list(CONV_ALGOS)}")
+        if algo not in ("direct", "winograd"):
+            raise ValueError(f"_Conv algo must be 'direct' or 'winograd' (resolved), got {algo!r}")
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.stride = _pair(stride)
@@ -172,6 +221,7 @@ class _Conv(nn.Module):
         relu: bool = False,
         algo: str = "direct",
     ) -> _Conv:
+        b: torch.Tensor | None
         if bn is not None:
             w, b = fold_bn_after(conv, bn)
         else:
@@ -225,6 +275,8 @@ class _FastDySample(nn.Module):
         self.scale = src.scale
         self.groups = src.groups
         self.dyscope = src.scope is not None
+        if src.offset.bias is None:
+            raise ValueError("fast path: DySample offset convolution without bias is not supported")
         w = src.offset.weight.detach().float()
         b = src.offset.bias.detach().float()
         if src.scope is not None:
@@ -458,13 +510,17 @@ class FastSDTDecoder(nn.Module):
             always run in float32.
         tile_rows: full-resolution rows per tile (rounded up to even); ``None`` = derive from
             ``max_tile_pixels``; ``0`` = no tiling.
-        max_tile_pixels: with ``tile_rows=None``, tile height = ``max_tile_pixels // W`` (at least 8 rows;
-            default 16384 = 64 rows at 256 px, 32 at 512 px: 16 MiB per 256-channel fp32 tile, below glibc's
-            32 MiB mmap threshold so tile buffers are reused instead of page-faulted on every call).
+        max_tile_pixels: with ``tile_rows=None``, tile height = ``max_tile_pixels // W`` (at least 8 rows).
+            Default (``None``): a quarter of the output image, clamped to [16384, 65536] pixels, i.e. 64 rows
+            at 256x256, 128 at 512x512, 64 at 1024x1024, 32 at 2048x2048: at most 64 MiB per 256-channel fp32
+            tile whatever the input size. Larger tiles are faster (fewer, larger convolution calls: measured
+            1.67x / 2.0x / 2.28x over eager at 256x256 for 8192 / 16384 / 65536-pixel tiles), smaller ones
+            leaner; the quarter-image rule keeps the decoder's peak below DPT's at every size.
         channels_last: convolution memory format; ``None`` (default) = channels-last only for the untiled
             direct path (tiles and NNPACK are faster in NCHW and avoid layout copies).
-        conv_algo: ``"direct"`` (default; oneDNN) or ``"winograd"`` (NNPACK F(6x6,3x3) for the 3x3
-            convolutions, float32 on CPU only; about 2x faster here, slightly larger rounding error).
+        conv_algo: ``"auto"`` (default: ``"winograd"`` for float32 when NNPACK is available, else
+            ``"direct"``), ``"direct"`` (oneDNN) or ``"winograd"`` (NNPACK F(6x6,3x3) for the stride-1 3x3
+            convolutions of CPU float32 inputs; see ``resolve_conv_algo``).
         max_materialized_pixels: with tiling, the H/4 map (after the first x4 stage and refinement) is
             computed whole when it has at most this many pixels (default 65536, i.e. inputs up to 1024x1024:
             64 MiB); larger inputs compute it lazily by rows too, so decoder memory stays O(W x tile) plus
@@ -473,7 +529,8 @@ class FastSDTDecoder(nn.Module):
     ``forward(enc, out_hw)`` has the ``SDTDecoder`` contract and returns float32 ``[B,1,H,W]``.
     """
 
-    DEFAULT_MAX_TILE_PIXELS = 16384
+    MIN_AUTO_TILE_PIXELS = 16384
+    MAX_AUTO_TILE_PIXELS = 65536
     MIN_TILE_ROWS = 8
     DEFAULT_MAX_MATERIALIZED_PIXELS = 65536
 
@@ -485,20 +542,18 @@ class FastSDTDecoder(nn.Module):
         tile_rows: int | None = None,
         max_tile_pixels: int | None = None,
         channels_last: bool | None = None,
-        conv_algo: str = "direct",
+        conv_algo: str = "auto",
         max_materialized_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(src, SDTDecoder):
             raise ValueError(f"FastSDTDecoder needs an SDTDecoder, got {type(src).__name__}")
-        _check_common(dtype, conv_algo)
+        _check_dtype(dtype)
         if tile_rows is not None and tile_rows < 0:
             raise ValueError(f"tile_rows must be >= 0 (0 = no tiling), got {tile_rows}")
         if max_tile_pixels is not None and max_tile_pixels < 1:
             raise ValueError(f"max_tile_pixels must be >= 1, got {max_tile_pixels}")
-        if conv_algo == "winograd" and not nnpack_available():
-            log.warning("conv_algo='winograd' needs NNPACK, which this torch build lacks; using 'direct'")
-            conv_algo = "direct"
+        conv_algo = resolve_conv_algo(conv_algo, dtype)
         self.in_dims = src.in_dims
         self.use_cls_token = src.use_cls_token
         self.min_output = src.min_output
@@ -524,8 +579,11 @@ class FastSDTDecoder(nn.Module):
             src.upsample2.block2,
         ]
         algo = conv_algo
-        self.ups = nn.ModuleList([_Upsample(blk.up) for blk in blocks])
-        self.up_convs = nn.ModuleList([_Conv.from_conv(blk.conv, blk.bn, True, algo) for blk in blocks])
+        # plain lists typed for mypy, registered as ModuleLists for .to()/state_dict
+        self._ups_list = [_Upsample(blk.up) for blk in blocks]
+        self._up_convs_list = [_Conv.from_conv(blk.conv, blk.bn, True, algo) for blk in blocks]
+        self.ups = nn.ModuleList(self._ups_list)
+        self.up_convs = nn.ModuleList(self._up_convs_list)
         self.refine1 = _Conv.from_conv(src.refine1.conv, src.refine1.bn, True, algo)
         self.refine2 = _Conv.from_conv(src.refine2.conv, src.refine2.bn, True, algo)
         self.head1 = _Conv.from_conv(src.head.conv1, None, True, algo)
@@ -533,7 +591,7 @@ class FastSDTDecoder(nn.Module):
         self.head_out = _Conv.from_conv(src.head.conv_out)
         self.to(dtype)
         # DySample offsets are computed in float32 from the (possibly low-precision) features.
-        for up in self.ups:
+        for up in self._ups_list:
             if up.dys is not None:
                 up.dys.float()
         self.requires_grad_(False)
@@ -550,7 +608,10 @@ class FastSDTDecoder(nn.Module):
         if self.tile_rows is not None:
             t = self.tile_rows
         else:
-            t = max((self.max_tile_pixels or self.DEFAULT_MAX_TILE_PIXELS) // max(w, 1), self.MIN_TILE_ROWS)
+            px = self.max_tile_pixels or min(
+                max(h * w // 4, self.MIN_AUTO_TILE_PIXELS), self.MAX_AUTO_TILE_PIXELS
+            )
+            t = max(px // max(w, 1), self.MIN_TILE_ROWS)
         t = max(2, t + (t % 2))
         return min(t, h)
 
@@ -566,7 +627,7 @@ class FastSDTDecoder(nn.Module):
     def _quarter(self, x: torch.Tensor) -> torch.Tensor:
         """First x4 stage and first refinement on the whole map: ``[B,D,h,w]`` -> ``[B,D,4h,4w]``."""
         for i in (0, 1):
-            x = self.up_convs[i](self._fmt(self.ups[i].full(x)))
+            x = self._up_convs_list[i](self._fmt(self._ups_list[i].full(x)))
         return self.refine1(x)
 
     def forward_raw(self, enc: EncoderOutput) -> torch.Tensor:
@@ -578,10 +639,12 @@ class FastSDTDecoder(nn.Module):
             hf, wf = 16 * h, 16 * w
             t = self._tile(hf, wf)
             tiled = t < hf
+            _warn_if_emulated(self, x.device)
             self._cl = (
                 self.channels_last
                 if self.channels_last is not None
-                else (not tiled and self.conv_algo == "direct" and x.device.type == "cpu")
+                else x.device.type == "cpu"
+                and ((not tiled and self.conv_algo == "direct") or self.dtype != torch.float32)
             )
             if not tiled:
                 return self._untiled(self._quarter(self._fmt(x))).float()
@@ -594,8 +657,8 @@ class FastSDTDecoder(nn.Module):
             return self._tiled(self._fmt(x), t, lazy).float()
 
     def _untiled(self, x4: torch.Tensor) -> torch.Tensor:
-        z2 = self.up_convs[2](self._fmt(self.ups[2].full(x4)))
-        y = self.up_convs[3](self._fmt(self.ups[3].full(z2)))
+        z2 = self._up_convs_list[2](self._fmt(self._ups_list[2].full(x4)))
+        y = self._up_convs_list[3](self._fmt(self._ups_list[3].full(z2)))
         y = self.refine2(y)
         y = self.head2(self.head1(y))
         return self.head_out(y)
@@ -604,13 +667,13 @@ class FastSDTDecoder(nn.Module):
         """Row-tiled decoder after the SDE (``x``: ``[B,D,h,w]``) -> raw ``[B,1,16h,16w]``."""
         fmt = self._fmt
         if lazy_low_res:
-            z8 = _up_conv_stage(self.ups[0], self.up_convs[0], _full_source(x), fmt)
-            z4 = _up_conv_stage(self.ups[1], self.up_convs[1], z8, fmt)
+            z8 = _up_conv_stage(self._ups_list[0], self._up_convs_list[0], _full_source(x), fmt)
+            z4 = _up_conv_stage(self._ups_list[1], self._up_convs_list[1], z8, fmt)
             x4 = _conv_stage(self.refine1, z4)
         else:
             x4 = _full_source(self._quarter(x))
-        z2 = _up_conv_stage(self.ups[2], self.up_convs[2], x4, fmt)
-        z1 = _up_conv_stage(self.ups[3], self.up_convs[3], z2, fmt)
+        z2 = _up_conv_stage(self._ups_list[2], self._up_convs_list[2], x4, fmt)
+        z1 = _up_conv_stage(self._ups_list[3], self._up_convs_list[3], z2, fmt)
         out_rows = _conv_stage(
             self.head_out, _conv_stage(self.head2, _conv_stage(self.head1, _conv_stage(self.refine2, z1)))
         )
@@ -635,8 +698,9 @@ class FastDPTDecoder(nn.Module):
     Args:
         src: a ``DPTDecoder`` (not modified).
         dtype: compute dtype.
-        channels_last: convolution memory format (``None``: channels-last unless ``conv_algo="winograd"``).
-        conv_algo: ``"direct"`` or ``"winograd"`` (NNPACK for the stride-1 3x3 convolutions, CPU float32).
+        channels_last: convolution memory format (``None``: channels-last unless the convolutions run
+            Winograd).
+        conv_algo: ``"auto"`` (default), ``"direct"`` or ``"winograd"``; see ``resolve_conv_algo``.
     """
 
     def __init__(
@@ -645,20 +709,19 @@ class FastDPTDecoder(nn.Module):
         *,
         dtype: torch.dtype = torch.float32,
         channels_last: bool | None = None,
-        conv_algo: str = "direct",
+        conv_algo: str = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(src, DPTDecoder):
             raise ValueError(f"FastDPTDecoder needs a DPTDecoder, got {type(src).__name__}")
-        _check_common(dtype, conv_algo)
-        if conv_algo == "winograd" and not nnpack_available():
-            log.warning("conv_algo='winograd' needs NNPACK, which this torch build lacks; using 'direct'")
-            conv_algo = "direct"
+        _check_dtype(dtype)
+        conv_algo = resolve_conv_algo(conv_algo, dtype)
         dec = _copy_frozen(src)
         assert isinstance(dec, DPTDecoder)
         ra = dec.reassemble
         if ra.norms is not None:
             for i, (bn, proj) in enumerate(zip(ra.norms, ra.projects, strict=True)):
+                assert isinstance(bn, nn.modules.batchnorm._BatchNorm) and isinstance(proj, nn.Conv2d)
                 w, b = fold_bn_before(bn, proj)
                 ra.projects[i] = _Conv(w, b)
             ra.norms = None
@@ -682,6 +745,7 @@ class FastDPTDecoder(nn.Module):
 
     def forward(self, enc: EncoderOutput, out_hw: tuple[int, int]) -> torch.Tensor:
         """Predict ``[B,1,H,W]`` (float32); same contract as ``DPTDecoder.forward``."""
+        _warn_if_emulated(self, enc.features[0].device)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         feats = tuple(f.to(self.dtype).contiguous(memory_format=fmt) for f in enc.features)
         cls = tuple(t.to(self.dtype) for t in enc.cls_tokens)
@@ -693,13 +757,22 @@ class FastDPTDecoder(nn.Module):
 # --------------------------------------------------------------------------------------------- model
 
 
-def _check_common(dtype: torch.dtype, conv_algo: str) -> None:
+def _check_dtype(dtype: torch.dtype) -> None:
     if dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"dtype {dtype} not supported; valid: {list(SUPPORTED_DTYPES)}")
-    if conv_algo not in CONV_ALGOS:
-        raise ValueError(f"unknown conv_algo {conv_algo!r}; valid: {list(CONV_ALGOS)}")
-    if conv_algo == "winograd" and dtype != torch.float32:
-        raise ValueError("conv_algo='winograd' (NNPACK) supports float32 only")
+
+
+def _warn_if_emulated(dec: nn.Module, device: torch.device) -> None:
+    """Warn once per decoder when its low-precision dtype is emulated (slow) on this CPU."""
+    dtype = getattr(dec, "dtype", torch.float32)
+    if getattr(dec, "_warned_emulated", False) or native_low_precision(dtype, device):
+        return
+    dec.__dict__["_warned_emulated"] = True
+    log.warning(
+        "%s on this CPU has no native kernels (needs AVX512-BF16/FP16 or AMX): it is emulated and much "
+        "slower than float32; use dtype=torch.float32 here",
+        str(dtype).replace("torch.", ""),
+    )
 
 
 def _copy_frozen(m: nn.Module) -> nn.Module:
@@ -746,6 +819,8 @@ class FastDepthModel(nn.Module):
         self.decoder = decoder
         self.config = model.config
         self.dtype = dtype
+        self.image_mean: torch.Tensor
+        self.image_std: torch.Tensor
         self.register_buffer("image_mean", model.image_mean.detach().clone(), persistent=False)
         self.register_buffer("image_std", model.image_std.detach().clone(), persistent=False)
 
@@ -777,7 +852,7 @@ def optimize_for_inference(
     tile_rows: int | None = None,
     max_tile_pixels: int | None = None,
     channels_last: bool | None = None,
-    conv_algo: str = "direct",
+    conv_algo: str = "auto",
     compile: bool = False,
 ) -> FastDepthModel:
     """Build the fast inference path of a ``DepthModel``.
@@ -789,9 +864,11 @@ def optimize_for_inference(
             ``docs/efficiency.md``; only fast on hardware with native support).
         tile_rows: SDT only: full-resolution rows per tile (``0`` = no tiling, ``None`` = from
             ``max_tile_pixels``).
-        max_tile_pixels: SDT only: tile height = ``max_tile_pixels // W`` (default 16384, at least 8 rows).
+        max_tile_pixels: SDT only: tile height = ``max_tile_pixels // W`` (default: a quarter of the image,
+            clamped to [16384, 65536] pixels; at least 8 rows).
         channels_last: convolution memory format (``None``: automatic, see ``FastSDTDecoder``).
-        conv_algo: ``"direct"`` (default) or ``"winograd"`` (NNPACK, CPU float32, opt-in).
+        conv_algo: ``"auto"`` (default: Winograd for CPU float32 when NNPACK is available), ``"direct"`` or
+            ``"winograd"``; see ``resolve_conv_algo``.
         compile: wrap the decoder in ``torch.compile`` (opt-in; compilation takes tens of seconds per
             input shape). SDT then runs untiled: the tiled path is Python-driven with data-dependent slab
             sizes, which Dynamo would recompile for every tile.
