@@ -168,6 +168,9 @@ def test_emulated_low_precision_is_skipped_not_timed(monkeypatch: pytest.MonkeyP
         skipped = by[(v, "bfloat16")]
         assert skipped.latency_ms is None and skipped.note.startswith("skipped: no native bfloat16")
     assert "skipped: no native bfloat16" in format_table(rows)
+    # a group with only skipped rows is reported, not timed
+    only = benchmark(dataclasses.replace(cfg, dtypes=("bfloat16",)))
+    assert len(only) == 2 and all(r.latency_ms is None and r.note for r in only)
     # allowed explicitly: timed (tiny model, so emulation is affordable)
     rows = benchmark(dataclasses.replace(cfg, allow_emulated=True, variants=("fast",)))
     assert all(r.latency_ms is not None and r.note == "" for r in rows)
