@@ -516,8 +516,9 @@ class FastSDTDecoder(nn.Module):
             tile whatever the input size. Larger tiles are faster (fewer, larger convolution calls: measured
             1.67x / 2.0x / 2.28x over eager at 256x256 for 8192 / 16384 / 65536-pixel tiles), smaller ones
             leaner; the quarter-image rule keeps the decoder's peak below DPT's at every size.
-        channels_last: convolution memory format; ``None`` (default) = channels-last only for the untiled
-            direct path (tiles and NNPACK are faster in NCHW and avoid layout copies).
+        channels_last: convolution memory format; ``None`` (default) = on the CPU, channels-last for the
+            untiled direct path and for low-precision dtypes (oneDNN's bf16/fp16 kernels want it), NCHW
+            otherwise (tiles and NNPACK are faster in NCHW and avoid layout copies).
         conv_algo: ``"auto"`` (default: ``"winograd"`` for float32 when NNPACK is available, else
             ``"direct"``), ``"direct"`` (oneDNN) or ``"winograd"`` (NNPACK F(6x6,3x3) for the stride-1 3x3
             convolutions of CPU float32 inputs; see ``resolve_conv_algo``).
