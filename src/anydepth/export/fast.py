@@ -237,6 +237,7 @@ class _Conv(nn.Module):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == x.dtype
+            and not torch.compiler.is_compiling()  # NNPACK has no fake-tensor kernel: compile the direct conv
         ):
             y = torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, list(padding))
         else:
@@ -872,7 +873,8 @@ def optimize_for_inference(
             ``"winograd"``; see ``resolve_conv_algo``.
         compile: wrap the decoder in ``torch.compile`` (opt-in; compilation takes tens of seconds per
             input shape). SDT then runs untiled: the tiled path is Python-driven with data-dependent slab
-            sizes, which Dynamo would recompile for every tile.
+            sizes, which Dynamo would recompile for every tile. Compiled code uses the direct convolution
+            (NNPACK's Winograd op cannot be traced).
 
     Returns:
         A ``FastDepthModel`` with ``DepthModel.forward``'s contract.
