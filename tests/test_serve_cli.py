@@ -111,3 +111,12 @@ def test_access_log_hides_the_login_token() -> None:
                                ("127.0.0.1:1", "GET", "/?token=abc&x=1", "1.1", 303), None)  # fmt: skip
     assert serve_cli._RedactToken().filter(record)
     assert record.getMessage() == '127.0.0.1:1 - "GET /?token=***&x=1 HTTP/1.1" 303'
+
+
+def test_serve_fast_path(captured: list) -> None:
+    assert main(["serve", "--model", "sdt_test", "--size", "32", "--device", "cpu", "--fast"]) == 0
+    (cfg,) = captured
+    with TestClient(cfg.app, base_url="http://127.0.0.1") as c:
+        assert c.get("/v1/model").json()["fast"] is True
+        r = c.post("/v1/predict", files={"image": ("a.png", png(), "image/png")}, data={"format": "npy"})
+        assert r.status_code == 200 and np.load(io.BytesIO(r.content)).shape == (32, 48)

@@ -181,7 +181,6 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
 def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Build the inference runner and a description of the model for the summary."""
     import anydepth
-    from anydepth.inference import TorchRunner
 
     if args.backend == "onnxruntime" or args.onnx:
         from anydepth.export.onnx_runtime import OnnxRunner
@@ -214,16 +213,21 @@ def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         )
     if args.encoder_weights:
         info["encoder_weights"] = str(args.encoder_weights)
-    # --backend: only "torch" here; other backends build a Runner with the same contract.
     if args.fast:
-        from anydepth.export.fast import optimize_for_inference
-
-        fast = optimize_for_inference(model.eval().to(device), dtype=dtype)
         info["fast"] = True
-        # the fast model runs its own dtype (decoder in dtype, encoder under autocast)
-        return TorchRunner(fast, device=device), info
-    runner = TorchRunner(model, device=device, dtype=dtype)
-    return runner, info
+    return torch_runner(model, device, dtype, fast=args.fast), info
+
+
+def torch_runner(model: Any, device: Any, dtype: Any, *, fast: bool = False) -> Any:
+    """``TorchRunner`` for ``model`` on ``device`` in ``dtype``; ``fast``: over ``optimize_for_inference(model)``
+    (which runs its own dtype: decoder in ``dtype``, encoder under autocast)."""
+    from anydepth.inference import TorchRunner
+
+    if not fast:
+        return TorchRunner(model, device=device, dtype=dtype)
+    from anydepth.export.fast import optimize_for_inference
+
+    return TorchRunner(optimize_for_inference(model.eval().to(device), dtype=dtype), device=device)
 
 
 def _outputs_for_image(out_dir: Path, rel: Any, saves: list[str], metric: bool) -> dict[str, Path]:
