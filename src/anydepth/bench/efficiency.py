@@ -265,6 +265,9 @@ class BenchConfig:
             raise ValueError(f"need repeats >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
 
 
+_SKIPPED = "skipped:"
+
+
 @dataclass
 class BenchRow:
     """One measured configuration. Times in ms, memory in MiB, FLOPs in GFLOPs, throughput in images/s."""
@@ -296,6 +299,11 @@ class BenchRow:
     max_abs_diff: float | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        """Not measured on purpose (``note`` says why, e.g. an emulated low-precision dtype)."""
+        return self.note.startswith(_SKIPPED)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -533,7 +541,7 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
                             _time_group(model, group, config, say)
                         if config.memory:
                             for row in group:
-                                if row.note.startswith(_SKIPPED):
+                                if row.skipped:
                                     continue
                                 say(
                                     f"memory {row.model} {row.part} {row.variant} {row.dtype} {res}px b{batch}"
@@ -559,9 +567,6 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
     return rows
 
 
-_SKIPPED = "skipped:"
-
-
 def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
     """``"skipped: ..."`` for a low-precision dtype this CPU only emulates (unless allowed), else ``""``."""
     from anydepth.export.fast import native_low_precision
@@ -575,13 +580,13 @@ def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
 
 def _time_group(model: Any, group: list[BenchRow], config: BenchConfig, say: Callable[[str], None]) -> None:
     """Build every runner of a group, check outputs against eager fp32, time them interleaved."""
-    if all(row.note.startswith(_SKIPPED) for row in group):
+    if all(row.skipped for row in group):
         return
     first = group[0]
     device = first.device
     runners: dict[str, Callable[[], torch.Tensor]] = {}
     for row in group:
-        if row.note.startswith(_SKIPPED):
+        if row.skipped:
             continue
         key = f"{row.variant}/{row.dtype}"
         say(f"build {row.model} {row.part} {key} {row.resolution}px b{row.batch} on {device}")
