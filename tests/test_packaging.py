@@ -182,3 +182,20 @@ def test_wheel_and_sdist_install_and_run(tmp_path: Path) -> None:
         "r = c.get(ex[0]['url']); assert r.status_code == 200 and r.content[:2] == b'\\xff\\xd8'\n",
     )
     assert "/static/app.js" in page
+
+
+def test_every_require_call_names_a_declared_optional_dependency() -> None:
+    import ast
+
+    calls = []
+    for f in sorted((ROOT / "src" / "anydepth").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require" and node.args:
+                arg = node.args[0]
+                assert isinstance(arg, ast.Constant), (
+                    f"{f}:{node.lineno}: require() needs a literal module name"
+                )
+                calls.append((f, str(arg.value).split(".")[0]))
+    assert len(calls) >= 10
+    for f, top in calls:
+        assert top in EXTRAS, f"{f}: require({top!r}) is not in anydepth.extras.EXTRAS"
