@@ -1,13 +1,17 @@
 """Hub names (``hf://ORG/REPO/FILE[@REV]``, aliases) through a Hugging Face cache built by the test; no network.
 
 The cache has huggingface_hub's layout (``models--ORG--REPO/{refs/main, snapshots/<commit>/...}``) and every test
-that reads it runs with ``HF_HUB_OFFLINE=1``; pushing goes to a captured ``HfApi`` (no server contacted).
+that reads it runs with ``HF_HUB_OFFLINE=1``; pushing and downloading go to a small fake Hub on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.server
 import json
+import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -147,60 +151,152 @@ def test_cli_download_and_errors(offline_cache: Path, capsys: pytest.CaptureFixt
     assert "anydepth download" in capsys.readouterr().err
 
 
-class FakeApi:
-    """Stands in for ``huggingface_hub.HfApi``: records what would be committed."""
+class FakeHub:
+    """A tiny in-memory Hugging Face Hub on 127.0.0.1: create repo, commit (regular files), resolve files.
 
-    calls: list[tuple[str, dict[str, object]]] = []
-    files: dict[str, bytes] = {}
+    Implements the few HTTP routes huggingface_hub uses for ``create_repo``, ``upload_folder`` (validate-yaml,
+    preupload answered with ``uploadMode: regular``, NDJSON commit) and ``hf_hub_download`` (HEAD/GET resolve).
+    """
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
-        self.endpoint = endpoint
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.commits: list[tuple[str, str, str]] = []  # (repo_id, revision, commit hash)
+        self.auth: list[str | None] = []
+        hub = self
 
-    def create_repo(self, repo_id: str, **kw: object) -> None:
-        FakeApi.calls.append(("create_repo", {"repo_id": repo_id, **kw}))
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
 
-    def upload_folder(self, *, repo_id: str, folder_path: str, **kw: object) -> str:
-        FakeApi.calls.append(("upload_folder", {"repo_id": repo_id, **kw}))
-        FakeApi.files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
-        return f"https://hub.test/{repo_id}/commit/{REV_A}"
+            def _reply(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _json(self, obj: object) -> None:
+                self._reply(200, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+
+            def do_POST(self) -> None:
+                hub.auth.append(self.headers.get("Authorization"))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?")[0]
+                if path == "/api/repos/create":
+                    req = json.loads(body)
+                    repo_id = (
+                        f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+                    )
+                    hub.repos.setdefault(repo_id, {})
+                    return self._json({"url": f"{hub.url}/{repo_id}"})
+                if path == "/api/validate-yaml":
+                    return self._json({})
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
+                if m is None:
+                    return self._reply(404)
+                repo_id, kind, rev = m.groups()
+                if kind == "preupload":
+                    files = json.loads(body)["files"]
+                    return self._json(
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in files
+                            ]
+                        }
+                    )
+                for line in body.decode().splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        v = item["value"]
+                        hub.repos[repo_id][v["path"]] = base64.b64decode(v["content"])
+                oid = hashlib.sha1(body).hexdigest()
+                hub.commits.append((repo_id, rev, oid))
+                return self._json({"commitUrl": f"{hub.url}/{repo_id}/commit/{oid}", "commitOid": oid})
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
+                files = hub.repos.get(m.group(1), {}) if m else {}
+                if m is None or m.group(3) not in files:
+                    return self._reply(404, b"{}", {"X-Error-Code": "EntryNotFound"})
+                data = files[m.group(3)]
+                commit = next(c for r, _, c in reversed(hub.commits) if r == m.group(1))
+                etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+                self._reply(
+                    200,
+                    data,
+                    {"X-Repo-Commit": commit, "ETag": etag, "Content-Type": "application/octet-stream"},
+                )
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
-def test_push_writes_card_metrics_and_sums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    FakeApi.calls, FakeApi.files = [], {}
+def test_push_then_download_through_a_local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     torch.manual_seed(0)
-    ckpt = anydepth.save_model(anydepth.create_model("sdt_test"), tmp_path / "m.safetensors")
+    model = anydepth.create_model("sdt_test")
+    ckpt = anydepth.save_model(model, tmp_path / "m.safetensors")
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"nyuv2": {"abs_rel": 0.05}}))
-    rc = main(
-        ["push", str(ckpt), "me/depth", "--metrics", str(metrics), "--training-data", "synthetic rooms"]
-    )
-    assert rc == 0
-    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
-    files = FakeApi.files
-    assert sorted(files) == ["README.md", "SHA256SUMS", "metrics.json", "model.safetensors"]
-    assert files["model.safetensors"] == ckpt.read_bytes()
-    card = files["README.md"].decode()
-    for needle in (
-        "license: apache-2.0",
-        '"decoder": "sdt"',
-        "synthetic rooms",
-        '"abs_rel": 0.05',
-        "## Licence",
-    ):
-        assert needle in card
-    sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
-    assert sums == {n: hashlib.sha256(b).hexdigest() for n, b in files.items() if n != "SHA256SUMS"}
+    with FakeHub() as fake:
+        argv = [
+            "push",
+            str(ckpt),
+            "me/depth",
+            "--metrics",
+            str(metrics),
+            "--training-data",
+            "synthetic rooms",
+        ]
+        assert main([*argv, "--endpoint", fake.url]) == 0
+        files = fake.repos["me/depth"]
+        assert sorted(files) == ["README.md", "SHA256SUMS", "metrics.json", "model.safetensors"]
+        assert files["model.safetensors"] == ckpt.read_bytes()
+        assert all(a == "Bearer hf_test_token" for a in fake.auth)
+        card = files["README.md"].decode()
+        for needle in (
+            "license: apache-2.0",
+            '"decoder": "sdt"',
+            "synthetic rooms",
+            '"abs_rel": 0.05',
+            "## Licence",
+        ):
+            assert needle in card
+        sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
+        assert sums == {n: hashlib.sha256(b).hexdigest() for n, b in files.items() if n != "SHA256SUMS"}
 
-    FakeApi.calls = []
-    anydepth.save_model(anydepth.create_model("sdt_test"), tmp_path / "n.safetensors", repo_id="me/other")
-    assert FakeApi.calls[0] == (
-        "create_repo",
-        {"repo_id": "me/other", "repo_type": "model", "private": False, "exist_ok": True},
-    )
-    assert "No evaluation" in FakeApi.files["README.md"].decode()
+        # and back: download into the cache (SHA256SUMS checked), load, same outputs
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        got = hub.resolve_weights("hf://me/depth/model.safetensors", endpoint=fake.url)
+        assert got.is_relative_to(tmp_path / "cache") and got.read_bytes() == ckpt.read_bytes()
+        x = torch.rand(1, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(anydepth.load_model(got)(x), model(x))
+        # a file altered on the Hub after SHA256SUMS was written is rejected after download
+        files["model.safetensors"] = files["model.safetensors"][:-1] + b" "
+        fake.commits.append(("me/depth", "main", "c" * 40))
+        with pytest.raises(ValueError, match="SHA256SUMS"):
+            hub.resolve_weights("hf://me/depth/model.safetensors", endpoint=fake.url)
+
+        anydepth.save_model(model, tmp_path / "n.safetensors", repo_id="me/other")  # uses HF_ENDPOINT
+        assert "No evaluation" in fake.repos["me/other"]["README.md"].decode()
     with pytest.raises(ValueError, match="ORG/REPO"):
         hub.push_checkpoint(ckpt, "no-slash")
     bad = tmp_path / "bad.safetensors"

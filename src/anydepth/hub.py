@@ -131,6 +131,12 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
     return os.environ.get("HF_HUB_CACHE") or None  # None: huggingface_hub's default (HF_HOME/hub)
 
 
+def _endpoint(endpoint: str | None) -> str | None:
+    return (
+        endpoint or os.environ.get("HF_ENDPOINT") or None
+    )  # None: huggingface_hub's default (huggingface.co)
+
+
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -221,6 +227,7 @@ def resolve_weights(
         return Path(name)
     cache = _cache_dir(cache_dir)
     off = _offline() if offline is None else offline
+    endpoint = _endpoint(endpoint)
     path = _download(hub, hub.filename, cache_dir=cache, offline=off, endpoint=endpoint)
     want = _expected_sha256(hub, cache_dir=cache, offline=off, endpoint=endpoint)
     if want is not None:
@@ -393,7 +400,7 @@ def push_checkpoint(
         except json.JSONDecodeError as e:
             raise ValueError(f"{mp}: not valid JSON ({e})") from e
     hf = require("huggingface_hub", "anydepth push")
-    api = hf.HfApi(endpoint=endpoint, token=token)
+    api = hf.HfApi(endpoint=_endpoint(endpoint), token=token)
     with tempfile.TemporaryDirectory(prefix="anydepth-push-") as tmp:
         stage = Path(tmp)
         try:
