@@ -79,8 +79,8 @@ def create_model(
         from anydepth.models.checkpoint import encoder_hash
         from anydepth.models.encoders.loading import load_backbone_weights
 
-        encoder_weights = resolve_weights(encoder_weights)  # local path, hf:// name or alias (anydepth.hub)
-        report = load_backbone_weights(model.encoder.backbone, encoder_weights)
+        local = resolve_weights(encoder_weights)  # local path, hf:// name or alias (anydepth.hub)
+        report = load_backbone_weights(model.encoder.backbone, local)
         model.encoder_source = {"path": os.fspath(encoder_weights), "sha256": encoder_hash(model)}
         log.info("loaded encoder weights from %s (%s)", encoder_weights, report)
     return model.eval()
