@@ -50,9 +50,12 @@ __all__ = [
 
 PREFIX = "hf://"
 OFFICIAL_REPO = "AIGeeksGroup/AnyDepth"
-# The released files of the official repository (README "Weights" section; ``anydepth.models.official.RELEASES``).
+# The released files of the official repository: the README's "Weights" section (``anydepth.models.official.
+# RELEASES``) lists dav2_sdt_vitb.pth and da3_sdt_vitl.pth; GitHub issue AIGeeksGroup/AnyDepth#13 loads
+# dav2_sdt_vitl.pth from the same Hugging Face repository.
 ALIASES: dict[str, str] = {
     "anydepth/dav2_sdt_vitb": f"{PREFIX}{OFFICIAL_REPO}/dav2_sdt_vitb.pth",
+    "anydepth/dav2_sdt_vitl": f"{PREFIX}{OFFICIAL_REPO}/dav2_sdt_vitl.pth",
     "anydepth/da3_sdt_vitl": f"{PREFIX}{OFFICIAL_REPO}/da3_sdt_vitl.pth",
 }
 SUMS_FILE = "SHA256SUMS"

@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="prefetch checkpoints / encoder weights from the Hugging Face Hub into the cache",
         description=(
             "Download hf://ORG/REPO/FILE[@REVISION] names or official aliases (anydepth/dav2_sdt_vitb, "
-            "anydepth/da3_sdt_vitl) into the Hugging Face cache and print their local paths. Later runs (also with "
+            "anydepth/dav2_sdt_vitl, anydepth/da3_sdt_vitl) into the Hugging Face cache and print their local paths. Later runs (also with "
             "HF_HUB_OFFLINE=1) read them from the cache. Needs the 'hub' extra."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
