@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from anydepth.extras import require
 from anydepth.inference import DEFAULT_NOMINAL_RANGE, PredictItem, Resolution, Runner, TorchRunner
 from anydepth.ops.geometry import DEFAULT_FOV_DEG, fov_from_focal, resolve_intrinsics
 from anydepth.serve.batching import BatchPredictor, Job, QueueFullError
@@ -499,6 +500,8 @@ def create_app(
         ValueError: a bad limit or default.
     """
     import anyio
+
+    require("fastapi", "the web app (anydepth serve)")
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
