@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 from anydepth import models as _models  # noqa: E402,F401  (registers encoders, decoders and presets)
 from anydepth.models.checkpoint import load_model, save_model  # noqa: E402
 from anydepth.models.factory import count_parameters, create_model, list_models  # noqa: E402
 from anydepth.types import DepthSpace, Intrinsics, Prediction, Sample  # noqa: E402
+from anydepth.version import __version__
 
 __all__ = [
     "__version__",

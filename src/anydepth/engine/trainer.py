@@ -426,7 +426,7 @@ def fit(
             "config": config_to_dict(cfg),
             "model_config": model.config.to_json(),
         }
-        from anydepth import __version__
+        from anydepth.version import __version__
 
         state["anydepth_version"] = __version__
         save_training_state(ckpt_dir / f"step_{path_step:08d}.pt", state)

@@ -13,6 +13,7 @@ from anydepth.models.config import ModelConfig
 from anydepth.models.decoders.base import Decoder
 from anydepth.models.depth_model import DepthModel
 from anydepth.models.encoders.base import EncoderWrapper
+from anydepth.models.weights.loading import encoder_hash, load_backbone_weights
 from anydepth.registry import DECODERS, ENCODERS, MODELS
 
 __all__ = ["list_models", "get_model_config", "build_model", "create_model", "count_parameters"]
@@ -74,9 +75,6 @@ def create_model(
         cfg = cfg.replace(**overrides)
     model = build_model(cfg)
     if encoder_weights is not None:
-        from anydepth.models.checkpoint import encoder_hash
-        from anydepth.models.encoders.loading import load_backbone_weights
-
         report = load_backbone_weights(model.encoder.backbone, encoder_weights)
         model.encoder_source = {"path": os.fspath(encoder_weights), "sha256": encoder_hash(model)}
         log.info("loaded encoder weights from %s (%s)", encoder_weights, report)
