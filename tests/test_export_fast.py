@@ -1,4 +1,4 @@
-"""The fast inference path (``anydepth.export.fast``) gives the plain model's numbers, tiled or not."""
+"""The fast inference path (``anydepth.models.fast``, old path ``anydepth.export.fast``) gives the plain model's numbers, tiled or not."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def test_winograd_within_tolerance(sdt: SDTDecoder) -> None:
 
 
 def test_conv_algo_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    import anydepth.export.fast as fast
+    import anydepth.models.fast.common as fast
 
     for have in (True, False):
         monkeypatch.setattr(fast, "nnpack_available", lambda have=have: have)
@@ -209,12 +209,12 @@ def test_conv_algo_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_emulated_low_precision_warns_once(
     sdt: SDTDecoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import anydepth.export.fast as fast
+    import anydepth.models.fast.common as fast
 
     monkeypatch.setattr(fast, "native_low_precision", lambda dtype, device="cpu": dtype == torch.float32)
     dec = FastSDTDecoder(sdt, dtype=torch.bfloat16, tile_rows=0)
     enc = _enc(sdt, (2, 2), batch=1)
-    with caplog.at_level("WARNING", logger="anydepth.export.fast"):
+    with caplog.at_level("WARNING", logger="anydepth.models.fast.common"):
         dec.forward_raw(enc)
         dec.forward_raw(enc)
     assert sum("no native kernels" in r.getMessage() for r in caplog.records) == 1

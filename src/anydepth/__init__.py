@@ -42,7 +42,7 @@ def __getattr__(name: str) -> Any:
 
         return predict
     if name == "optimize_for_inference":
-        from anydepth.export.fast import optimize_for_inference
+        from anydepth.models.fast import optimize_for_inference
 
         return optimize_for_inference
     raise AttributeError(f"module 'anydepth' has no attribute {name!r}")
