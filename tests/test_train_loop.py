@@ -35,13 +35,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # tiny tensors: intra-op threads only add contention on the shared 2-core CI machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no intra-op thread contention
 
 
 def tiny(*extra: str) -> TrainConfig:
