@@ -23,9 +23,9 @@ from typing import Any, Literal
 from anydepth.atomic import atomic_path
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
-from anydepth.models.factory import build_model, create_model, get_model_config
+from anydepth.models.factory import build_model, create_model, get_model_config, load_encoder_weights
 from anydepth.models.weights.layers import ENCODER_LAYERS
-from anydepth.models.weights.loading import encoder_hash, load_backbone_weights, read_checkpoint
+from anydepth.models.weights.loading import encoder_hash, read_checkpoint
 from anydepth.models.weights.official import convert_official_state_dict
 from anydepth.registry import ENCODERS
 from anydepth.version import __version__
@@ -245,13 +245,12 @@ def load_official_checkpoint(
         model = build_model(cfg)
         layout = "meta_dinov3" if info["encoder_family"] == "dinov3" else "meta_dinov2"  # DA3: DINOv2 names
         try:
-            report = load_backbone_weights(model.encoder.backbone, encoder_sd, layout=layout)
+            report = load_encoder_weights(model, encoder_sd, path=p, layout=layout)
         except ValueError as e:
             raise ValueError(
                 f"{p}: encoder weights (under {info['encoder_prefix']!r}) do not fit {cfg.encoder}: {e}"
             ) from None
         log.info("loaded %s encoder weights from %s: %s", cfg.encoder, p, report)
-        model.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(model)}
     else:
         if encoder_weights is None:
             log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -16,7 +17,14 @@ from anydepth.models.encoders.base import EncoderWrapper
 from anydepth.models.weights.loading import encoder_hash, load_backbone_weights
 from anydepth.registry import DECODERS, ENCODERS, MODELS
 
-__all__ = ["list_models", "get_model_config", "build_model", "create_model", "count_parameters"]
+__all__ = [
+    "list_models",
+    "get_model_config",
+    "build_model",
+    "create_model",
+    "load_encoder_weights",
+    "count_parameters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +83,40 @@ def create_model(
         cfg = cfg.replace(**overrides)
     model = build_model(cfg)
     if encoder_weights is not None:
-        report = load_backbone_weights(model.encoder.backbone, encoder_weights)
-        model.encoder_source = {"path": os.fspath(encoder_weights), "sha256": encoder_hash(model)}
+        report = load_encoder_weights(model, encoder_weights)
         log.info("loaded encoder weights from %s (%s)", encoder_weights, report)
     return model.eval()
+
+
+def load_encoder_weights(
+    model: DepthModel,
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    layout: str = "auto",
+) -> dict[str, Any]:
+    """Load encoder weights into ``model``'s backbone (exactly, see ``weights.loading.load_backbone_weights``) and
+    record where they came from in ``model.encoder_source`` (``{"path", "sha256"}``: the file and the content hash
+    that decoder-only checkpoints are checked against).
+
+    Args:
+        model: the model (modified in place).
+        source: weights file, or an in-memory state dict (then ``path`` names the file it came from).
+        path: the file recorded in ``encoder_source`` (default: ``source``).
+        layout: ``"auto"`` or one of ``weights.backbones.LAYOUTS``.
+
+    Returns:
+        The loading report of ``load_backbone_weights``.
+
+    Raises:
+        ValueError: the weights do not fit the backbone (unknown, missing or mis-shaped tensors are listed).
+    """
+    report = load_backbone_weights(model.encoder.backbone, source, layout=layout)
+    where = path if path is not None else source
+    if isinstance(where, Mapping):
+        raise ValueError("load_encoder_weights: pass path= (the file) with an in-memory state dict")
+    model.encoder_source = {"path": os.fspath(where), "sha256": encoder_hash(model)}
+    return report
 
 
 def count_parameters(model: str | ModelConfig | nn.Module) -> dict[str, int]:
