@@ -60,9 +60,12 @@ def test_encoder_forward_and_taps(name: str) -> None:
     for c, f, t in zip(enc.embed_dims, out.features, out.cls_tokens, strict=True):
         assert tuple(f.shape) == (2, c, 2, 3) and tuple(t.shape) == (2, c)
         assert torch.isfinite(f).all() and torch.isfinite(t).all()
-    # a tap is the output of its own block: changing the last block changes the last tap only
+    # a tap is the output of its own block: changing the last block changes the last tap only (Meta's block
+    # names ``blocks.N.*``, which every ViT here uses)
+    last = [q for k, q in backbone.named_parameters() if k.startswith(f"blocks.{taps[-1]}.")]
+    assert last, f"{name}: no parameters named blocks.{taps[-1]}.*"
     with torch.no_grad():
-        for q in backbone.blocks[taps[-1]].parameters():
+        for q in last:
             q.add_(0.5)
     again = enc(x)
     for f0, f1 in zip(out.features[:-1], again.features[:-1], strict=True):
