@@ -20,7 +20,7 @@ from anydepth.bench.gpu import (
     summarize,
     write_report,
 )
-from anydepth.export.fast import FastSDTDecoder
+from anydepth.models.fast import FastSDTDecoder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -349,8 +349,8 @@ def build_runner(
     Raises:
         ValueError: unknown part/variant, or a variant the decoder does not support.
     """
-    from anydepth.export.fast import fast_decoder, optimize_for_inference
     from anydepth.models.decoders.sdt import SDTDecoder
+    from anydepth.models.fast import fast_decoder, optimize_for_inference
 
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid: {list(PARTS)}")
@@ -576,7 +576,7 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
 
 def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
     """``"skipped: ..."`` for a low-precision dtype this CPU only emulates (unless allowed), else ``""``."""
-    from anydepth.export.fast import native_low_precision
+    from anydepth.models.fast import native_low_precision
 
     dtype = parse_dtype(dtype_name)
     if allow or native_low_precision(dtype, device):

@@ -396,7 +396,7 @@ def _parity(
     model: Any, head: torch.nn.Module | None, cfg: GpuCheckConfig, device: torch.device
 ) -> dict[str, Any]:
     """fast == eager (and official == eager) on the device at a non-square size, strict fp32 (no TF32)."""
-    from anydepth.export.fast import fast_decoder
+    from anydepth.models.fast import fast_decoder
 
     hw = cfg.parity_hw
     p = model.encoder.patch_size

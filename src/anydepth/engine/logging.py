@@ -43,7 +43,7 @@ def code_version() -> dict[str, Any]:
     """Package version, git commit (``None`` outside a git checkout or before the first commit), dirty flag."""
     import torch
 
-    from anydepth import __version__
+    from anydepth.version import __version__
 
     here = Path(__file__).resolve().parent
     commit = _git(["rev-parse", "HEAD"], here)

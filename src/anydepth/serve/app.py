@@ -191,9 +191,9 @@ def _ply_bytes(
     pred: Prediction, rgb: np.ndarray, *, max_points: int, edge_threshold: float
 ) -> tuple[bytes, dict[str, Any]]:
     """Coloured point cloud of the (nominal) depth as binary PLY bytes, written via ``data.pointcloud``."""
-    from anydepth import __version__
     from anydepth.data.pointcloud import write_ply
     from anydepth.ops.geometry import depth_edge_mask, unproject_depth
+    from anydepth.version import __version__
 
     assert pred.depth is not None and pred.intrinsics is not None
     depth = np.asarray(pred.depth, dtype=np.float32)
@@ -418,7 +418,7 @@ def _as_runner(model_or_runner: Any) -> Runner:
 
 
 def _model_description(runner: Runner, info: Mapping[str, Any]) -> dict[str, Any]:
-    from anydepth import count_parameters
+    from anydepth.models.factory import count_parameters
 
     space = DepthSpace(runner.output_space)
     d: dict[str, Any] = {
@@ -508,8 +508,8 @@ def create_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import Request
 
-    from anydepth import __version__
     from anydepth.ops.colormap import colormap_lut, list_colormaps
+    from anydepth.version import __version__
 
     for name, v in (
         ("max_upload_bytes", max_upload_bytes),
