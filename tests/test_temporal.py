@@ -1,0 +1,161 @@
+"""Temporal alignment (``ops.temporal``) and the flicker benchmark's pieces (``bench.flicker``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anydepth.ops.temporal import TemporalAligner, align_stream, robust_fit_scale_shift
+from anydepth.types import DepthSpace
+
+
+def _scene(h: int = 48, w: int = 64) -> np.ndarray:
+    """A smooth positive disparity map with some structure (a floor ramp and a near box)."""
+    y, x = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    d = 0.1 + 0.8 * y**2 + 0.1 * x
+    d[10:20, 30:45] = 0.9
+    return d
+
+
+def test_robust_fit_recovers_planted_affine_despite_outliers() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 2000)
+    t = 2.5 * p - 0.7
+    t[:300] += rng.uniform(1, 3, 300)  # 15 % gross outliers
+    mask = np.ones_like(p, bool)
+    for sym in (False, True):
+        s, c, inl = robust_fit_scale_shift(p, t, mask, symmetric=sym)
+        assert s == pytest.approx(2.5, rel=1e-6) and c == pytest.approx(-0.7, abs=1e-6)
+        assert not inl[:300].any() and inl[300:].all()
+
+
+def test_symmetric_fit_has_no_regression_dilution() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, 20000)
+    p = x + 0.1 * rng.standard_normal(x.size)  # both sides noisy
+    t = 2.0 * x + 0.2 * rng.standard_normal(x.size)
+    mask = np.ones_like(p, bool)
+    s_ols, _, _ = robust_fit_scale_shift(p, t, mask, iterations=0)
+    s_sym, _, _ = robust_fit_scale_shift(p, t, mask, iterations=0, symmetric=True)
+    assert s_ols < 0.92 * 2.0  # least squares shrinks (var x = 1/12 vs noise var 0.01)
+    assert s_sym == pytest.approx(2.0, rel=0.03)
+
+
+def test_static_scene_with_random_affine_gives_stable_values() -> None:
+    rng = np.random.default_rng(2)
+    d = _scene()
+    al = TemporalAligner()
+    outs = []
+    for _ in range(10):
+        a, b = np.exp(0.5 * rng.standard_normal()), rng.standard_normal()
+        outs.append(al.update(a * d + b))
+    assert outs[0].restarted and not any(o.restarted for o in outs[1:])
+    for o in outs[1:]:
+        np.testing.assert_allclose(o.value, outs[0].value, rtol=1e-5, atol=1e-6)
+        assert o.inliers > 0.9 and not o.metric
+    # the first frame's percentiles map to init_range
+    lo, hi = np.percentile(outs[0].value, (2, 98))
+    assert lo == pytest.approx(0.1, abs=1e-6) and hi == pytest.approx(1.0, abs=1e-6)
+
+
+def test_moving_object_does_not_pull_the_fit() -> None:
+    d = _scene()
+    al = TemporalAligner(renorm=0.0)
+    first = al.update(d).value
+    for t in range(1, 8):
+        v = d.copy()
+        v[30:40, 5 * t : 5 * t + 12] = 2.0  # a "moving object" disagreeing with the reference
+        out = al.update(3.0 * v + 0.5)
+        static = np.ones_like(d, bool)
+        static[30:40, :] = False
+        np.testing.assert_allclose(out.value[static], first[static], rtol=1e-4, atol=1e-5)
+        assert out.inliers < 0.99
+
+
+def test_scene_cut_restarts_the_reference_and_keeps_the_range() -> None:
+    rng = np.random.default_rng(3)
+    al = TemporalAligner()
+    al.update(_scene())
+    al.update(_scene() * 2.0)
+    cut = al.update(rng.uniform(0, 1, (48, 64)))  # unrelated frame
+    assert cut.restarted and cut.inliers == 0.0
+    lo, hi = np.percentile(cut.value, (2, 98))
+    assert 0.0 < lo < hi < 1.5
+
+
+def test_anchor_makes_the_clip_metric() -> None:
+    d = _scene()
+    depth = 1.0 / d  # metres
+    al = TemporalAligner(DepthSpace.DISPARITY_AFFINE_INVARIANT)
+    before = al.update(4.0 * d - 1.0)
+    assert not before.metric
+    anchored = al.update(2.0 * d + 3.0, anchor_depth=depth)
+    assert anchored.metric and al.metric
+    np.testing.assert_allclose(anchored.value, d, rtol=1e-4)
+    low = TemporalAligner().update(d, anchor_depth=depth[::2, ::2])  # lower-resolution anchor (resampled)
+    np.testing.assert_allclose(low.value, d, rtol=0.05)
+    later = al.update(0.5 * d + 0.1)
+    np.testing.assert_allclose(later.value, d, rtol=1e-4)
+    assert later.value == pytest.approx(later.scale * (0.5 * d + 0.1) + later.shift, rel=1e-5)
+
+
+def test_anchor_for_a_depth_space_model_is_fitted_in_depth() -> None:
+    z = 1.0 / _scene()
+    al = TemporalAligner(DepthSpace.DEPTH_AFFINE_INVARIANT)
+    out = al.update(0.3 * z + 2.0, anchor_depth=z)
+    np.testing.assert_allclose(out.value, z, rtol=1e-4)
+
+
+def test_invalid_pixels_and_errors() -> None:
+    d = _scene()
+    valid = np.ones_like(d, bool)
+    valid[:5] = False
+    al = TemporalAligner()
+    out = al.update(d, valid=valid)
+    assert np.isnan(out.value[:5]).all() and np.isfinite(out.value[5:]).all()
+    with pytest.raises(ValueError, match="unlike the earlier frames"):
+        al.update(np.ones((20, 20)))
+    with pytest.raises(ValueError, match="valid mask shape"):
+        al.update(d, valid=valid[:4])
+    with pytest.raises(ValueError, match="aspect ratios differ"):
+        al.update(d, anchor_depth=np.ones((10, 40)))
+    with pytest.raises(ValueError, match="at least 10"):
+        al.update(d, anchor_depth=np.zeros((48, 64)))
+    for bad in ({"window": 0}, {"renorm": 1.0}, {"min_inliers": 1.0}, {"init_range": (1.0, 0.0)}):
+        with pytest.raises(ValueError):
+            TemporalAligner(**bad)  # type: ignore[arg-type]
+
+
+def test_memory_is_bounded_by_the_window() -> None:
+    al = TemporalAligner(window=3, fit_size=16)
+    frames = align_stream((_scene(96, 128) * (1 + 0.01 * i) for i in range(12)), al)
+    outs = list(frames)
+    assert len(outs) == 12 and outs[-1].index == 11
+    assert len(al._refs) == 3 and al._refs[0].shape == (12, 16)
+
+
+def test_flicker_benchmark_small_clip() -> None:
+    from anydepth.bench.flicker import (
+        clip_outputs,
+        covisible_pairs,
+        evaluate_clip,
+        flicker_strip,
+        run_flicker_benchmark,
+        synthetic_clip,
+    )
+
+    static = list(synthetic_clip(frames=3, size=(24, 32), seed=0, travel=(0.0, 0.0), pan_deg=0.0))
+    i0, i1, _ = covisible_pairs(static)[0]
+    assert len(i0) > 0.5 * 24 * 32 and np.array_equal(i0, i1)  # static camera: identity where static
+    exact = [1.0 / np.where(f.render.depth > 0, f.render.depth, np.nan) for f in static]
+    m = evaluate_clip(exact, static, covisible_pairs(static))
+    assert m["flicker"] < 1e-6 and m["abs_rel_clip"] < 1e-6
+
+    r = run_flicker_benchmark(seeds=(0,), frames=12, size=(48, 64))
+    mean = r["mean"]
+    assert mean["oracle"]["excess_flicker"] == 0.0
+    assert mean["temporal"]["excess_flicker"] < 0.5 * mean["per_frame"]["excess_flicker"]
+    assert mean["temporal"]["abs_rel_clip"] < mean["per_frame"]["abs_rel_clip"]
+    frames, outputs, _ = clip_outputs(0, frames=6, size=(24, 32))
+    strip = flicker_strip(frames, outputs, columns=3)
+    assert strip.shape == (4 * 24, 3 * 32, 3) and strip.dtype == np.uint8
