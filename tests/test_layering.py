@@ -30,8 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     "eval": BASE | {"data", "eval"},
     # upper layers: anything but cli
     **{
-        u: BASE | MIDDLE | {"eval", "engine", "inference", "export", "bench", "serve", "demo", u}
-        for u in ("engine", "inference", "export", "bench", "serve", "demo")
+        u: BASE
+        | MIDDLE
+        | {"eval", "engine", "inference", "export", "bench", "serve", "demo", "live", "vis", u}
+        for u in ("engine", "inference", "export", "bench", "serve", "demo", "live", "vis")
     },
 }
 

@@ -17,6 +17,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("models", "anydepth.cli.models"),
     ("convert", "anydepth.cli.convert"),
     ("infer", "anydepth.cli.infer"),
+    ("live", "anydepth.cli.live"),
     ("filter", "anydepth.cli.filter"),
     ("eval", "anydepth.cli.evaluate"),
     ("compare", "anydepth.cli.compare"),

@@ -21,7 +21,15 @@ import numpy as np
 from anydepth.atomic import atomic_path
 from anydepth.extras import require
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "probe_video", "iter_frames", "VideoWriter"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "SEQUENCE_FORMATS",
+    "VideoInfo",
+    "probe_video",
+    "iter_frames",
+    "VideoWriter",
+    "DepthSequenceWriter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +167,17 @@ class VideoWriter:
     """Encode uint8 RGB frames to a video file, streaming, written atomically.
 
     The file appears at ``path`` only when the writer is closed without an exception (a temporary file in the
-    same directory is renamed into place). Odd frame sizes are padded by one edge pixel (H.264 with yuv420p
-    needs even sizes). Codec: H.264 (``libx264``) when available, else MPEG-4 Part 2.
+    same directory is renamed into place). The file has one video stream and no audio. Even sizes are encoded as
+    yuv420p; odd sizes are padded by one edge pixel (yuv420p needs even sizes, and every player decodes it), or,
+    with ``keep_size``, kept exactly as H.264 4:4:4 (when libx264 is available; fewer players decode 4:4:4).
+    Codec: H.264 (``libx264``) when available, else MPEG-4 Part 2.
 
     Args:
         path: destination (``.mp4`` recommended; the container is chosen from the extension).
         fps: frame rate (use the source's ``VideoInfo.fps`` to keep timing).
         overwrite: replace an existing file (default: refuse with ``FileExistsError``).
         crf: H.264 constant rate factor (lower = better quality, bigger file).
+        keep_size: never pad odd sizes (see above).
 
     Example::
 
@@ -176,19 +187,27 @@ class VideoWriter:
     """
 
     def __init__(
-        self, path: PathLike, fps: Fraction | float, *, overwrite: bool = False, crf: int = 18
+        self,
+        path: PathLike,
+        fps: Fraction | float,
+        *,
+        overwrite: bool = False,
+        crf: int = 18,
+        keep_size: bool = False,
     ) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.crf = int(crf)
+        self.keep_size = bool(keep_size)
         self.frames_written = 0
         self._overwrite = overwrite
         self._ctx: Any = None
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
+        self._pad = False
 
     def __enter__(self) -> VideoWriter:
         _import_av()
@@ -201,8 +220,14 @@ class VideoWriter:
         self._container = av.open(os.fspath(self._tmp), mode="w", format=self._format())
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._stream = self._container.add_stream(codec, rate=self.fps)
-        self._stream.width, self._stream.height = w + (w % 2), h + (h % 2)
-        self._stream.pix_fmt = "yuv420p"
+        # odd sizes: H.264 can keep them exactly in 4:4:4 (no chroma subsampling; fewer players decode it)
+        odd = bool(h % 2 or w % 2)
+        self._pad = odd and not (self.keep_size and codec == "libx264")
+        if self._pad:
+            self._stream.width, self._stream.height = w + (w % 2), h + (h % 2)
+        else:
+            self._stream.width, self._stream.height = w, h
+        self._stream.pix_fmt = "yuv444p" if odd and not self._pad else "yuv420p"
         if codec == "libx264":
             self._stream.options = {"crf": str(self.crf), "preset": "medium"}
         else:
@@ -228,7 +253,7 @@ class VideoWriter:
             raise ValueError(
                 f"{self.path}: frame size {a.shape[:2]} differs from the first frame's {self._size}"
             )
-        if a.shape[0] % 2 or a.shape[1] % 2:
+        if self._pad:
             a = np.pad(a, ((0, a.shape[0] % 2), (0, a.shape[1] % 2), (0, 0)), mode="edge")
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
         for packet in self._stream.encode(vf):
@@ -250,3 +275,140 @@ class VideoWriter:
             self._ctx.__exit__(type(e), e, e.__traceback__)
             raise
         self._ctx.__exit__(exc_type, exc, tb)
+
+
+#: Formats of ``DepthSequenceWriter``.
+SEQUENCE_FORMATS: tuple[str, ...] = ("png16", "npz")
+
+
+class DepthSequenceWriter:
+    """Stream float depth/disparity maps of a video to a 16-bit PNG sequence or one ``.npz`` file.
+
+    Memory stays bounded: each frame is written when it arrives.
+
+    * ``png16``: ``path`` is a directory; frame ``i`` goes to ``path/{i:06d}.png`` (each written atomically) and
+      ``path/index.json`` (written at close) records the frame rate, the value space and per frame the range
+      ``[lo, hi]`` such that ``value = lo + png / 65535 * (hi - lo)`` (0 = invalid when ``lo`` maps there too:
+      non-finite values are stored as 0 and listed as ``invalid_is_zero``).
+    * ``npz``: ``path`` is one ``.npz`` file (a zip of ``frame_{i:06d}.npy`` float32 arrays, plus ``fps`` and
+      ``space``), written to a temporary file and renamed into place at close; ``numpy.load`` reads it lazily.
+
+    Args:
+        path: directory (png16) or ``.npz`` file (npz).
+        fmt: ``"png16"`` or ``"npz"``.
+        fps: source frame rate, recorded in the index.
+        space: name of the values' space (e.g. ``"disparity_affine_invariant"``), recorded in the index.
+        value_range: fixed ``(lo, hi)`` for every PNG frame (e.g. a temporally aligned clip); None = per frame.
+        overwrite: replace existing outputs (default: refuse with ``FileExistsError``).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        fmt: str,
+        *,
+        fps: Fraction | float,
+        space: str = "",
+        value_range: tuple[float, float] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if fmt not in SEQUENCE_FORMATS:
+            raise ValueError(f"unknown depth sequence format {fmt!r}; expected one of {SEQUENCE_FORMATS}")
+        if value_range is not None and not value_range[1] > value_range[0]:
+            raise ValueError(f"value_range must be (lo, hi) with hi > lo, got {value_range}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.fps = float(fps)
+        self.space = space
+        self.value_range = value_range
+        self.frames_written = 0
+        self._overwrite = overwrite
+        self._ranges: list[list[float]] = []
+        self._ctx: Any = None
+        self._zip: Any = None
+        self._shape: tuple[int, int] | None = None
+
+    def __enter__(self) -> DepthSequenceWriter:
+        if self.fmt == "npz":
+            import zipfile
+
+            self._ctx = atomic_path(self.path, overwrite=self._overwrite)
+            tmp = self._ctx.__enter__()
+            self._zip = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        else:
+            if self.path.exists() and not self.path.is_dir():
+                raise FileExistsError(f"{self.path} exists and is not a directory")
+            if (self.path / "index.json").exists() and not self._overwrite:
+                raise FileExistsError(f"{self.path} already holds a sequence (refusing to overwrite)")
+            self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, value: np.ndarray) -> None:
+        """Append one ``[H, W]`` float map (all frames of a sequence have one size)."""
+        from anydepth.data.io import write_png16
+        from anydepth.ops.colormap import to_uint16
+
+        a = np.asarray(value, dtype=np.float32)
+        if a.ndim != 2:
+            raise ValueError(f"depth sequence frames must be [H, W], got shape {a.shape}")
+        if self._shape is None:
+            self._shape = (a.shape[0], a.shape[1])
+        elif a.shape != self._shape:
+            raise ValueError(
+                f"{self.path}: frame size {a.shape} differs from the first frame's {self._shape}"
+            )
+        i = self.frames_written
+        if self.fmt == "npz":
+            if self._zip is None:
+                raise RuntimeError("DepthSequenceWriter.write called outside its 'with' block")
+            self._zip.writestr(f"frame_{i:06d}.npy", _npy_bytes(a))
+        else:
+            ok = np.isfinite(a)
+            if self.value_range is not None:
+                lo, hi = self.value_range
+            elif ok.any():
+                lo, hi = float(a[ok].min()), float(a[ok].max())
+            else:
+                lo, hi = 0.0, 1.0
+            if not hi > lo:
+                hi = lo + max(abs(lo), 1.0) * 1e-6
+            write_png16(self.path / f"{i:06d}.png", to_uint16(a, lo, hi), overwrite=self._overwrite)
+            self._ranges.append([lo, hi])
+        self.frames_written += 1
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import json
+
+        if self.fmt == "npz":
+            try:
+                if exc_type is None:
+                    self._zip.writestr("fps.npy", _npy_bytes(np.array(self.fps)))
+                    self._zip.writestr("space.npy", _npy_bytes(np.array(self.space)))
+                self._zip.close()
+            except BaseException as e:
+                self._ctx.__exit__(type(e), e, e.__traceback__)
+                raise
+            self._ctx.__exit__(exc_type, exc, tb)
+            return
+        if exc_type is not None:
+            return
+        index = {
+            "fps": self.fps,
+            "space": self.space,
+            "frames": self.frames_written,
+            "decode": "value = lo + png / 65535 * (hi - lo), per frame range [lo, hi]",
+            "invalid_is_zero": True,
+            "ranges": self._ranges,
+        }
+        with atomic_path(self.path / "index.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(index) + "\n", encoding="utf-8")
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
