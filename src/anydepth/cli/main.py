@@ -21,6 +21,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("filter", "anydepth.cli.filter"),
     ("eval", "anydepth.cli.evaluate"),
     ("compare", "anydepth.cli.compare"),
+    ("figure", "anydepth.cli.figure"),
     ("train", "anydepth.cli.train"),
     ("serve", "anydepth.cli.serve"),
     ("demo", "anydepth.cli.demo"),

@@ -1,0 +1,1 @@
+"""anydepth.vis: visual comparisons (figure grids, offscreen point-cloud renders, point-cloud quality)."""
