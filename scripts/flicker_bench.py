@@ -6,13 +6,13 @@ Usage::
         [--model sdt_test]
 
 Writes ``OUT_DIR/flicker.json`` (all numbers), ``OUT_DIR/flicker.md`` (the table for docs/video.md) and
-``OUT_DIR/flicker_strip_<setting>.png`` (RGB, exact depth, per-frame, temporal rows). Two settings are run: a
+``OUT_DIR/flicker_strip_<setting>.jpg`` (RGB, exact depth, per-frame, temporal rows). Two settings are run: a
 camera moving through the room (``moving``) and a static camera (``static``); both have a moving sphere and the
 emulated per-frame scale/shift, noise and outlier disc (see the module docstring of ``anydepth.bench.flicker``).
 
-``--model PRESET`` also streams the clip's RGB frames through the real pipeline (``predict_iter`` with that
-randomly initialised preset, then ``TemporalAligner``) and reports frames per second: it proves the path runs end
-to end, the depth itself is meaningless for a random model.
+``--model PRESET_OR_CHECKPOINT`` also streams the clip's RGB frames through the real pipeline (``predict_iter``,
+then ``TemporalAligner``) and reports frames per second and restarts: it proves the path runs end to end (a
+random preset's nearly constant output restarts the reference at every frame; use a trained checkpoint).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _stream_real_model(preset: str, frames: int, size: tuple[int, int]) -> dict[
     from anydepth.inference import TorchRunner, predict_iter
     from anydepth.ops.temporal import TemporalAligner
 
-    model = anydepth.create_model(preset)
+    model = anydepth.load_model(preset) if Path(preset).is_file() else anydepth.create_model(preset)
     runner = TorchRunner(model)
     aligner = TemporalAligner(runner.output_space)
     rgb = (f.render.rgb for f in synthetic_clip(frames=frames, size=size, seed=0))
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, nargs=2, default=[120, 160], metavar=("H", "W"))
-    ap.add_argument("--model", help="also stream the clip through this preset (random weights) and time it")
+    ap.add_argument("--model", help="also stream the clip through this preset or checkpoint file and time it")
     args = ap.parse_args()
 
     from anydepth.bench.flicker import clip_outputs, flicker_strip, run_flicker_benchmark
@@ -91,7 +91,7 @@ def main() -> None:
             seeds=tuple(args.seeds), frames=args.frames, size=size, clip=clip, progress=print
         )
         frames, outputs, _ = clip_outputs(args.seeds[0], frames=args.frames, size=size, clip=clip)
-        write_image(args.out / f"flicker_strip_{name}.png", flicker_strip(frames, outputs), overwrite=True)
+        write_image(args.out / f"flicker_strip_{name}.jpg", flicker_strip(frames, outputs), overwrite=True)
     summary: dict[str, Any] = {"results": results}
     if args.model:
         summary["real_model_stream"] = _stream_real_model(args.model, args.frames, size)

@@ -121,9 +121,35 @@ def test_invalid_pixels_and_errors() -> None:
         al.update(d, anchor_depth=np.ones((10, 40)))
     with pytest.raises(ValueError, match="at least 10"):
         al.update(d, anchor_depth=np.zeros((48, 64)))
-    for bad in ({"window": 0}, {"renorm": 1.0}, {"min_inliers": 1.0}, {"init_range": (1.0, 0.0)}):
+    for bad in (
+        {"window": 0},
+        {"renorm": 1.0},
+        {"smooth": 1.0},
+        {"min_inliers": 1.0},
+        {"init_range": (1.0, 0.0)},
+    ):
         with pytest.raises(ValueError):
             TemporalAligner(**bad)  # type: ignore[arg-type]
+
+
+def test_smoothing_averages_agreeing_pixels_only() -> None:
+    rng = np.random.default_rng(4)
+    d = _scene()
+    outs = {}
+    for smooth in (0.0, 0.5):
+        al = TemporalAligner(smooth=smooth, renorm=0.0)
+        outs[smooth] = [al.update(d * (1 + 0.01 * rng.standard_normal(d.shape))).value for _ in range(8)]
+    jump = {
+        k: np.mean([np.abs(b - a).mean() for a, b in zip(v[:-1], v[1:], strict=True)])
+        for k, v in outs.items()
+    }
+    assert jump[0.5] < 0.75 * jump[0.0]
+    al = TemporalAligner(smooth=0.9, renorm=0.0)
+    al.update(d)
+    moved = d.copy()
+    moved[30:40, 10:20] = 2.0  # disagrees with the previous output: not averaged
+    out = al.update(moved)
+    assert np.all(out.value[30:40, 10:20] > 1.5)
 
 
 def test_memory_is_bounded_by_the_window() -> None:

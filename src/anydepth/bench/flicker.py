@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 #: Methods compared by ``run_flicker_benchmark``.
-FLICKER_METHODS: tuple[str, ...] = ("per_frame", "temporal", "oracle")
+FLICKER_METHODS: tuple[str, ...] = ("per_frame", "temporal", "temporal_smooth", "oracle")
+#: ``smooth`` of the ``temporal_smooth`` method (``TemporalAligner``'s per-pixel average of agreeing pixels).
+SMOOTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ def clip_outputs(
     t0 = time.perf_counter()
     outputs = {"per_frame": _per_frame(values), "temporal": _temporal(values, **(aligner or {}))}
     ms = 1000.0 * (time.perf_counter() - t0) / (2 * frames)
+    outputs["temporal_smooth"] = _temporal(values, **{**(aligner or {}), "smooth": SMOOTH})
     pert = {**(perturbation or {}), "scale_sigma": 0.0, "shift_sigma": 0.0}
     outputs["oracle"] = simulate_predictions(disp, seed=seed, **pert)  # same noise draws, no per-frame affine
     return frames_, outputs, ms

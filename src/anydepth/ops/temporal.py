@@ -170,6 +170,9 @@ class TemporalAligner:
         init_range: values the first frame's ``percentiles`` are mapped to (clip units).
         percentiles: robust range (percent) used to initialise and to restart the reference.
         renorm: weight in [0, 1) of per-frame normalisation blended into each frame's parameters (drift bound).
+        smooth: weight in [0, 1) of the previous output in a per-pixel average, applied only where the two agree
+            within ``agree_tol`` of the reference's range (0 = off; reduces per-pixel noise of static parts,
+            keeps one full-resolution map in memory).
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class TemporalAligner:
         init_range: tuple[float, float] = (0.1, 1.0),
         percentiles: tuple[float, float] = (2.0, 98.0),
         renorm: float = 0.05,
+        smooth: float = 0.0,
     ) -> None:
         self.space = DepthSpace(space)
         if window < 1:
@@ -214,6 +218,9 @@ class TemporalAligner:
         self.init_range = (float(init_range[0]), float(init_range[1]))
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
         self.renorm = float(renorm)
+        if not 0.0 <= smooth < 1.0:
+            raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+        self.smooth = float(smooth)
         self.reset()
 
     def reset(self) -> None:
@@ -225,6 +232,7 @@ class TemporalAligner:
         # pooled normal-equation sums of the anchor fit: n, sum x, sum y, sum xx, sum xy
         self._anchor_sums = np.zeros(5, dtype=np.float64)
         self._global: tuple[float, float] | None = None
+        self._prev: np.ndarray | None = None
 
     @property
     def metric(self) -> bool:
@@ -308,6 +316,12 @@ class TemporalAligner:
         if rng is not None:  # robust range of this output: x = (y - c') / s' at y = 0 and 1
             self._last_range = (-rng[1] / rng[0], (1.0 - rng[1]) / rng[0])
         out = s * v + c
+        if self.smooth > 0:
+            if self._prev is not None and not restarted and self._last_range is not None:
+                tol = self.agree_tol * (self._last_range[1] - self._last_range[0])
+                agree = np.abs(out - self._prev) <= tol
+                out = np.where(agree, (1.0 - self.smooth) * out + self.smooth * self._prev, out)
+            self._prev = out
         if anchor_depth is not None:
             self._add_anchor(out, anchor_depth)
         if self._global is not None:
