@@ -238,3 +238,49 @@ def test_cli_live_ctrl_c_finalises_outputs(
     assert summary["interrupted"] is True and summary["stats"]["frames_out"] == 2
     with av.open(str(out / "depth.mp4")) as c:  # finalised, playable
         assert sum(1 for _ in c.decode(video=0)) == 2
+
+
+def test_live_web_router_browser_frames_and_server_stream(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import io
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    import anydepth
+    from anydepth.inference import TorchRunner
+    from anydepth.live.web import DepthColorizer, LiveSession, create_live_router
+
+    runner = TorchRunner(anydepth.create_model("sdt_test"))
+    app = FastAPI()
+    app.include_router(create_live_router(runner, resolution="native", max_frame_bytes=200_000))
+    client = TestClient(app)
+    assert "getUserMedia" in client.get("/live").text
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(buf, format="JPEG")
+    for _ in range(2):
+        r = client.post("/v1/live/frame?session_id=a", content=buf.getvalue())
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(r.content)).size == (64, 48) and float(r.headers["X-Process-Ms"]) > 0
+    assert client.post("/v1/live/frame", content=b"not an image").status_code == 400
+    assert client.post("/v1/live/frame", content=b"x" * 200_001).status_code == 413
+    st = client.get("/v1/live/stats").json()
+    assert st["browser"]["frames"] == 2 and st["browser"]["sessions"] == 1 and st["server_stream"] is None
+    assert client.get("/v1/live/stream.mjpg").status_code == 404
+
+    clip = _write_ts(tmp_path / "clip.ts", n=6)
+    session = LiveSession(
+        parse_source(str(clip)), DepthColorizer(runner, resolution="native"), realtime=False
+    )
+    session.start()
+    app2 = FastAPI()
+    app2.include_router(create_live_router(runner, session=session))
+    with TestClient(app2) as c2:
+        r = c2.get("/v1/live/stream.mjpg?max_frames=2")
+        assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        assert r.content.count(b"Content-Type: image/jpeg") == 2
+        session.stop()
+        desc = c2.get("/v1/live/stats").json()["server_stream"]
+        assert desc["stats"]["frames_out"] >= 2 and desc["running"] is False
