@@ -86,10 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from anydepth.atomic import atomic_path
     from anydepth.data.io import write_image
     from anydepth.data.video import DepthSequenceWriter, VideoWriter
-    from anydepth.inference import RangeTracker, nominal_depth, predict_iter
     from anydepth.live import FrameReader, LatestFrame, LiveStats, parse_source, run_live
-    from anydepth.ops.colormap import apply_colormap
-    from anydepth.ops.temporal import TemporalAligner
+    from anydepth.live.web import DepthColorizer
 
     saves = [s.strip() for s in args.save.split(",") if s.strip()]
     bad = [s for s in saves if s not in _KINDS]
@@ -102,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runner = _runner(args)
     space = runner.output_space
-    aligner = None if args.per_frame else TemporalAligner(space)
-    colors = RangeTracker(0.95 if aligner is not None else 0.0)
+    colorizer = DepthColorizer(runner, resolution=args.size, colormap=args.colormap, align=not args.per_frame)
     slot = LatestFrame()
     reader = FrameReader(
         source,
@@ -116,22 +113,11 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
 
-    def process(frame: Any) -> np.ndarray:
-        pred = next(
-            predict_iter(runner, [frame.rgb], resolution=args.size, batch_size=1, compute_depth=False)
-        )
-        if aligner is not None:
-            return aligner.update(pred.value).value
-        depth, _ = nominal_depth(pred.value, space)
-        return 1.0 / depth if space.is_disparity else depth
-
     with contextlib.ExitStack() as stack:
         writers: dict[str, Any] = {}
 
-        def on_result(frame: Any, value: np.ndarray, stats: Any) -> None:
-            near = value if space.is_disparity else -value
-            lo, hi = colors.update(near)
-            color = apply_colormap(near, args.colormap, vmin=lo, vmax=hi)
+        def on_result(frame: Any, result: tuple[np.ndarray, np.ndarray], stats: Any) -> None:
+            value, color = result
             fps = Fraction(args.fps or reader.info.get("fps") or 15.0).limit_denominator(1001)
             if "video" in saves:
                 if "video" not in writers:
@@ -155,7 +141,14 @@ def run(args: argparse.Namespace) -> int:
         interrupted = False
         stats = LiveStats()
         try:
-            run_live(reader, process, on_result, stop_event=stop, max_frames=args.max_frames, stats=stats)
+            run_live(
+                reader,
+                lambda f: colorizer.process(f.rgb),
+                on_result,
+                stop_event=stop,
+                max_frames=args.max_frames,
+                stats=stats,
+            )
         except KeyboardInterrupt:  # Ctrl-C: the reader is already stopped; the writers close below
             interrupted = True
             stop.set()
@@ -164,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": source.kind,
         "stream": reader.info,
         "interrupted": interrupted,
-        "temporal_alignment": aligner is not None,
+        "temporal_alignment": colorizer.aligner is not None,
         "reader_error": reader.error,
         "reconnects": reader.reconnects,
         "stats": stats.as_dict(),

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from anydepth.inference import RangeTracker, Runner, predict_iter
+from anydepth.inference import RangeTracker, Runner, nominal_depth, predict_iter
 from anydepth.live.stream import Frame, FrameReader, LatestFrame, LiveSource, LiveStats, run_live
 from anydepth.ops.colormap import apply_colormap
 from anydepth.ops.temporal import TemporalAligner
@@ -58,15 +58,26 @@ class DepthColorizer:
         self.aligner = TemporalAligner(runner.output_space) if align else None
         self.colors = RangeTracker(0.95 if align else 0.0)
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 ``[H, W, 3]`` frame -> uint8 ``[H, W, 3]`` colour depth (near = warm for disparity models)."""
+    def process(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``[H, W, 3]`` frame -> ``(value [H, W] float32, colour uint8 [H, W, 3])``: the prediction in
+        the model's space (temporally aligned, or per-frame normalised disparity/depth), and its colour map
+        (near = warm)."""
+        space = self.runner.output_space
         pred = next(
             predict_iter(self.runner, [rgb], resolution=self.resolution, batch_size=1, compute_depth=False)
         )
-        value = self.aligner.update(pred.value).value if self.aligner is not None else pred.value
-        near = value if self.runner.output_space.is_disparity else -value
+        if self.aligner is not None:
+            value = self.aligner.update(pred.value).value
+        else:
+            depth, _ = nominal_depth(pred.value, space)
+            value = (1.0 / depth if space.is_disparity else depth).astype(np.float32)
+        near = value if space.is_disparity else -value
         lo, hi = self.colors.update(near)
-        return apply_colormap(near, self.colormap, vmin=lo, vmax=hi)
+        return value, apply_colormap(near, self.colormap, vmin=lo, vmax=hi)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` frame -> uint8 ``[H, W, 3]`` colour depth."""
+        return self.process(rgb)[1]
 
 
 def _jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
