@@ -143,3 +143,21 @@ def test_load_rgbd_fixture_samples(rgbd_fixtures: Path) -> None:
     for s in samples:
         assert s.depth is not None and s.valid is not None and s.intrinsics is not None
         assert s.depth.shape == s.rgb.shape[:2] and s.valid.any()
+
+
+def test_benchmark_samples_and_cli(tmp_path: Path) -> None:
+    from anydepth.cli.main import main
+    from anydepth.vis.figure import load_benchmark_samples
+    from test_eval_datasets import write_kitti
+
+    write_kitti(tmp_path / "data")
+    samples = load_benchmark_samples("kitti", tmp_path / "data", indices=[0])
+    assert len(samples) == 1 and samples[0].id == "kitti_0000"
+    s = samples[0]
+    assert s.depth is not None and s.valid is not None and s.valid.any() and s.rgb.dtype == np.uint8
+    assert (s.depth[s.valid] <= 80.0).all()
+    out = tmp_path / "fig"
+    argv = ["figure", "--model", "sdt_test", "--benchmark", "kitti", "--data-root", str(tmp_path / "data")]
+    assert main([*argv, "--indices", "0", "-o", str(out), "--size", "native", "--device", "cpu"]) == 0
+    assert (out / "figure.png").is_file() and (out / "quality.json").is_file()
+    assert main(["figure", "--model", "sdt_test", "--benchmark", "kitti", "-o", str(out)]) == 2

@@ -1,9 +1,9 @@
 """``anydepth figure``: N models x M images -> comparison figure, point-cloud renders, PLY files, quality table.
 
 Models are given with ``--model [LABEL=]SPEC`` (repeatable), where SPEC is a checkpoint file or a preset name
-(presets have a random decoder: useful as the untrained baseline). Images come from ``--rgbd DIR`` (frames with
-ground truth in the fixture format: ``manifest.json``) and/or ``--images`` (files, folders, globs; no ground
-truth). See ``anydepth.vis.figure`` for what is drawn and measured.
+(presets have a random decoder: useful as the untrained baseline). Images come from ``--benchmark NAME --data-root
+DIR`` (benchmark samples with ground truth), ``--rgbd DIR`` (frames with ground truth in the fixture format:
+``manifest.json``) and/or ``--images`` (files, folders, globs; no ground truth). See ``anydepth.vis.figure`` for what is drawn and measured.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rgbd", metavar="DIR", help="RGB-D frames with ground truth (directory with manifest.json)"
     )
     p.add_argument("--images", nargs="+", default=[], metavar="PATH", help="images, folders or globs (no GT)")
+    p.add_argument(
+        "--benchmark", metavar="NAME", help="benchmark samples (nyuv2, kitti, ...; needs --data-root)"
+    )
+    p.add_argument("--data-root", metavar="DIR", help="the benchmark's data (directory or tar)")
+    p.add_argument(
+        "--indices", type=int, nargs="+", metavar="I", help="benchmark sample indices (default 0-3)"
+    )
     p.add_argument("--max-images", type=int, metavar="N", help="use at most N images")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--size", default="384", metavar="SPEC", help="processing size (default short side 384)")
@@ -76,13 +83,23 @@ def build_runners(specs: list[str], device: Any, encoder_weights: str | None) ->
 
 def run(args: argparse.Namespace) -> int:
     from anydepth.cli.infer import resolve_device
-    from anydepth.vis.figure import compare_models, load_image_samples, load_rgbd_samples, write_comparison
+    from anydepth.vis.figure import (
+        compare_models,
+        load_benchmark_samples,
+        load_image_samples,
+        load_rgbd_samples,
+        write_comparison,
+    )
 
     if not args.models:
         raise ValueError("give at least one --model (checkpoint file or preset name)")
-    if not args.rgbd and not args.images:
-        raise ValueError("give --rgbd DIR (frames with ground truth) and/or --images PATH ...")
+    if not args.rgbd and not args.images and not args.benchmark:
+        raise ValueError("give --rgbd DIR, --benchmark NAME --data-root DIR and/or --images PATH ...")
+    if bool(args.benchmark) != bool(args.data_root):
+        raise ValueError("--benchmark NAME and --data-root DIR go together")
     samples = []
+    if args.benchmark:
+        samples += load_benchmark_samples(args.benchmark, args.data_root, indices=args.indices)
     if args.rgbd:
         samples += load_rgbd_samples(args.rgbd)
     if args.images:

@@ -39,6 +39,7 @@ __all__ = [
     "ModelResult",
     "Comparison",
     "load_rgbd_samples",
+    "load_benchmark_samples",
     "load_image_samples",
     "compare_models",
     "comparison_figure",
@@ -99,6 +100,32 @@ def load_rgbd_samples(root: str | Path) -> list[FigureSample]:
                 f["id"], f["rgb"], f["depth"], f["valid"], Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"])
             )
         )
+    return out
+
+
+def load_benchmark_samples(
+    name: str, root: str | Path, *, indices: Sequence[int] | None = None, max_samples: int = 4
+) -> list[FigureSample]:
+    """Samples of a registered benchmark (``eval.benchmarks``: ``nyuv2``, ``kitti``, ...) read from ``root``; GT
+    outside the benchmark's ``[min_depth, max_depth]`` is marked invalid.
+
+    Args:
+        name: benchmark name. root: its data (directory or tar, as ``anydepth eval`` takes it).
+        indices: sample indices (default: the first ``max_samples``).
+    """
+    from anydepth.eval.benchmarks import get_benchmark, open_dataset
+
+    spec = get_benchmark(name)
+    ds = open_dataset(spec, root)
+    idx = list(indices) if indices is not None else list(range(min(max_samples, len(ds))))
+    out = []
+    for i in idx:
+        smp = ds.load(i)
+        rgb = (smp.image.permute(1, 2, 0).clamp(0, 1) * 255.0).round().byte().numpy()
+        depth = smp.depth[0].double().numpy()
+        valid = smp.valid[0].numpy() & (depth >= spec.min_depth) & (depth <= spec.max_depth)
+        sid = f"{spec.name}_{i:04d}"
+        out.append(FigureSample(sid, rgb, depth, valid, smp.intrinsics))
     return out
 
 
