@@ -403,7 +403,11 @@ def fit(
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # heads with outputs the depth loss never reaches (DAv2's unused refinenet4 unit, DA3's sky/ray branches)
+        unused = bool(getattr(model.decoder, "has_unused_parameters", False))
+        net = DDP(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
 
     def save_state(path_step: int) -> None:
         if not info.is_main:

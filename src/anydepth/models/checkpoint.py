@@ -112,8 +112,9 @@ def load_model(
 ) -> DepthModel:
     """Load a checkpoint and return the model in eval mode on the CPU.
 
-    Accepts the project's safetensors checkpoints and the official AnyDepth checkpoints (``.pth``/``.pt`` or
-    safetensors in the layouts the official code's ``state_dict()`` produces; see ``anydepth.models.official``).
+    Accepts the project's safetensors checkpoints, the official AnyDepth checkpoints (``.pth``/``.pt`` or
+    safetensors in the layouts the official code's ``state_dict()`` produces; see ``anydepth.models.official``) and
+    whole original Depth Anything V2 / Depth Anything 3 models (``anydepth.models.weights.dav2`` / ``.da3``).
     Never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors only).
 
     Args:
@@ -138,6 +139,15 @@ def load_model(
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
         from anydepth.models.official import load_official_checkpoint
+        from anydepth.models.weights.da3 import is_da3_state_dict, load_da3_checkpoint
+        from anydepth.models.weights.dav2 import checkpoint_keys, is_dav2_state_dict, load_dav2_checkpoint
+
+        # whole original models: Depth Anything V2 (.pth), Depth Anything 3 (hub model.safetensors)
+        keys = checkpoint_keys(p)
+        if is_dav2_state_dict(keys):
+            return load_dav2_checkpoint(p, encoder_weights=encoder_weights)
+        if is_da3_state_dict(keys):
+            return load_da3_checkpoint(p, encoder_weights=encoder_weights)
 
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
 

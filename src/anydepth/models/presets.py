@@ -66,3 +66,56 @@ MODELS.add(
         name="sdt_dinov2_test",
     ),
 )
+
+# Depth Anything rows of the paper's Table 3 (docs/model_matrix.md): the original heads of Depth Anything V2 / 3
+# on their own encoders, and SDT on DA3-Large's encoder. DAv2/DA3 tap blocks with the backbone's final LayerNorm
+# (their get_intermediate_layers default). Trained by anydepth (disparity targets) every row predicts affine-invariant
+# disparity; the original DA3 files, loaded with load_model, declare relative depth instead (models/weights/da3.py).
+_DAV2_HEADS = {
+    "vits": {"features": 64, "out_channels": (48, 96, 192, 384)},
+    "vitb": {"features": 128, "out_channels": (96, 192, 384, 768)},
+    "vitl": {"features": 256, "out_channels": (256, 512, 1024, 1024)},
+}
+for _size, _head in _DAV2_HEADS.items():
+    _enc = f"dinov2_{_size}14"
+    MODELS.add(
+        f"dpt_dav2_{_size}14",
+        ModelConfig(
+            encoder=_enc,
+            decoder="dpt_dav2",
+            layer_indices=ENCODER_LAYERS[_enc],
+            decoder_kwargs=dict(_head),
+            use_backbone_norm=True,
+            name=f"dpt_dav2_{_size}14",
+        ),
+    )
+_DA3_ROWS = {
+    # name: (encoder, taps (configs/da3mono-large.yaml, configs/da3-large.yaml), decoder)
+    "dpt_da3_vitl14": ("da3mono_vitl14", (4, 11, 17, 23), "dpt_da3"),
+    "dualdpt_da3_vitl14": ("da3_vitl14", (11, 15, 19, 23), "dualdpt"),
+    "sdt_da3_vitl14": ("da3_vitl14", (11, 15, 19, 23), "sdt"),
+}
+for _name, (_enc, _layers, _dec) in _DA3_ROWS.items():
+    MODELS.add(
+        _name,
+        ModelConfig(encoder=_enc, decoder=_dec, layer_indices=_layers, use_backbone_norm=True, name=_name),
+    )
+# Tiny versions for tests: the same code paths on dinov2_test / da3_test (2 x 32 = 64-d concatenated tokens).
+_TINY_DPT = {"features": 16, "out_channels": (8, 8, 16, 16)}
+for _name, _enc, _dec, _kw in (
+    ("dpt_dav2_test", "dinov2_test", "dpt_dav2", _TINY_DPT),
+    ("dpt_da3_test", "da3_test", "dpt_da3", _TINY_DPT),
+    ("dualdpt_da3_test", "da3_test", "dualdpt", _TINY_DPT),
+    ("sdt_da3_test", "da3_test", "sdt", {"fusion_channels": 32, "head_channels": (16, 8)}),
+):
+    MODELS.add(
+        _name,
+        ModelConfig(
+            encoder=_enc,
+            decoder=_dec,
+            layer_indices=(0, 1, 2, 3),
+            decoder_kwargs=dict(_kw),
+            use_backbone_norm=True,
+            name=_name,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Conversion of foreign checkpoint families (whole original models) into ``anydepth`` models."""
