@@ -257,3 +257,28 @@ def test_row_end_to_end_through_the_cli(tmp_path: Path, preset: str) -> None:
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(doc["benchmarks"]["nyuv2"]["metrics"]["abs_rel"])
+
+
+def test_bench_paper_table3_and_timing_any_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    from anydepth.bench.efficiency import TABLE3_PRESETS, format_paper_tables, table3_decoders
+
+    rows = table3_decoders({k: v for k, v in TABLE3_PRESETS.items() if "DA3" in k}, resolutions=(256,))
+    assert [r["params"] for r in rows] == [
+        29_803_778,
+        47_229_246,
+        count_parameters("sdt_da3_vitl14")["decoder"],
+    ]
+    assert all(r["size_256"] == 252 and r["gflops_256"] > 0 for r in rows)
+    assert "DA3 ViT-L + Dual-DPT" in format_paper_tables({"params": [], "flops": [], "table3": rows})
+    argv = [
+        "bench",
+        "--models",
+        "dualdpt_da3_test,dpt_dav2_test",
+        "--resolutions",
+        "56",
+        "--variants",
+        "eager",
+    ]
+    assert main([*argv, "--warmup", "0", "--repeats", "1", "--no-memory", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "dualdpt_da3_test" in out and "dpt_dav2_test" in out
