@@ -29,7 +29,6 @@ from test_eval_datasets import write_nyu
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-TINY_PRESETS = ["dpt_dav2_test", "dpt_da3_test", "dualdpt_da3_test", "sdt_da3_test"]
 
 
 def _n(m: torch.nn.Module) -> int:
@@ -206,16 +205,19 @@ def _png(path: Path, h: int, w: int, seed: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("preset", TINY_PRESETS)
+# tiny preset -> the recipe of its Table 3 row
+ROWS = {
+    "dpt_dav2_test": "dpt_dav2_vitb14",
+    "sdt_dinov2_test": "sdt_dav2_vitb14",
+    "dpt_da3_test": "dpt_da3_vitl14",
+    "dualdpt_da3_test": "dualdpt_da3_vitl14",
+    "sdt_da3_test": "sdt_da3_vitl14",
+}
+
+
+@pytest.mark.parametrize("preset", list(ROWS))
 def test_row_end_to_end_through_the_cli(tmp_path: Path, preset: str) -> None:
-    """Build, train (the row's recipe on procedural data), save, reload, infer, export to ONNX and evaluate."""
-    pytest.importorskip("onnxruntime")
-    recipe = {
-        "dpt_dav2_test": "dpt_dav2_vitb14",
-        "dpt_da3_test": "dpt_da3_vitl14",
-        "dualdpt_da3_test": "dualdpt_da3_vitl14",
-        "sdt_da3_test": "sdt_da3_vitl14",
-    }[preset]
+    """Build, train (the row's recipe on procedural data), save, reload, infer and evaluate (ONNX: below)."""
     run = tmp_path / "run"
     sets = [
         f"model.preset={preset}", "model.encoder_weights=null",
@@ -223,11 +225,18 @@ def test_row_end_to_end_through_the_cli(tmp_path: Path, preset: str) -> None:
         "data.size=[56,56]", "data.num_workers=0", "train.batch_size=2", "train.epochs=1",
         "train.precision=fp32", "train.tensorboard=false", "train.log_every=1", "train.ckpt_every=100",
     ]  # fmt: skip
-    argv = ["train", "--config", str(REPO / "configs" / "train" / f"{recipe}.yaml"), "--output", str(run)]
+    argv = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "train" / f"{ROWS[preset]}.yaml"),
+        "--output",
+        str(run),
+    ]
     assert main([*argv, *[a for s in sets for a in ("--set", s)], "--no-progress"]) == 0
     ckpt = run / "model_final.safetensors"
     model = anydepth.load_model(ckpt)
     assert model.config.decoder == anydepth.models.factory.get_model_config(preset).decoder
+    assert model.output_space is DepthSpace.DISPARITY_AFFINE_INVARIANT  # what anydepth training supervises
     x = torch.rand(1, 3, 42, 56)
     with torch.no_grad():
         y = model(x)
@@ -239,15 +248,6 @@ def test_row_end_to_end_through_the_cli(tmp_path: Path, preset: str) -> None:
         == 0
     )
     assert any((tmp_path / "pred").iterdir())
-    onnx = tmp_path / "m.onnx"
-    # exported and checked at the export size: the DINOv2-family position-embedding resampling (Meta's
-    # scale-factor rule) is baked into the ONNX graph, so other sizes fail in onnxruntime (docs/model_matrix.md)
-    argv = ["export", "--checkpoint", str(ckpt), "-o", str(onnx), "--size", "42x56", "--no-verify"]
-    assert main(argv) == 0
-    from anydepth.export.onnx_runtime import OnnxRunner
-
-    with torch.no_grad():
-        assert float((OnnxRunner(onnx)(x) - y).abs().max()) <= 1e-4
     write_nyu(tmp_path / "data" / "nyuv2", n=2, hw=(48, 64))
     out = tmp_path / "eval"
     rc = main(
@@ -257,6 +257,24 @@ def test_row_end_to_end_through_the_cli(tmp_path: Path, preset: str) -> None:
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(doc["benchmarks"]["nyuv2"]["metrics"]["abs_rel"])
+
+
+@pytest.mark.slow  # the ONNX export (torch.export + translation) takes 15-40 s per model on 2 cores
+@pytest.mark.parametrize("preset", list(ROWS))
+def test_row_exports_to_onnx(tmp_path: Path, preset: str) -> None:
+    pytest.importorskip("onnxruntime")
+    from anydepth.export.onnx_runtime import OnnxRunner
+
+    torch.manual_seed(0)
+    model = anydepth.create_model(preset)
+    ckpt = anydepth.save_model(model, tmp_path / "m.safetensors")
+    onnx = tmp_path / "m.onnx"
+    # exported and checked at the export size: the DINOv2-family position-embedding resampling (Meta's
+    # scale-factor rule) is baked into the ONNX graph, so other sizes fail in onnxruntime (docs/model_matrix.md)
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(onnx), "--size", "42x56", "--no-verify"]) == 0
+    x = torch.rand(1, 3, 42, 56)
+    with torch.no_grad():
+        assert float((OnnxRunner(onnx)(x) - model(x)).abs().max()) <= 1e-4
 
 
 def test_bench_paper_table3_and_timing_any_preset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,3 +300,17 @@ def test_bench_paper_table3_and_timing_any_preset(capsys: pytest.CaptureFixture[
     assert main([*argv, "--warmup", "0", "--repeats", "1", "--no-memory", "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "dualdpt_da3_test" in out and "dpt_dav2_test" in out
+
+
+def test_da3_rope_positions_unchanged_by_the_export_friendly_form() -> None:
+    # DA3 frame attention: (row + 1, col + 1) per patch in raster order, class token at (0, 0)
+    enc = ENCODERS.get("da3_test")()
+    h, w = 3, 5
+    rows = torch.arange(h).repeat_interleave(w)
+    cols = torch.arange(w).repeat(h)
+    pos = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.stack([rows, cols], -1) + 1])
+    from anydepth.models.encoders.da3 import rope2d_tables
+
+    want = rope2d_tables(pos, enc.config.embed_dim // enc.config.num_heads, enc.config.rope_freq)
+    got = enc._rope(h, w, torch.device("cpu"), frame=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
