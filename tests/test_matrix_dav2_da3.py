@@ -314,3 +314,26 @@ def test_da3_rope_positions_unchanged_by_the_export_friendly_form() -> None:
     want = rope2d_tables(pos, enc.config.embed_dim // enc.config.num_heads, enc.config.rope_freq)
     got = enc._rope(h, w, torch.device("cpu"), frame=True)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_da3_anyview_encoder_matches_original() -> None:
+    # tiny DA3 any-view ViT (camera token, q/k norm and RoPE from block 2, 2C taps), weights in the hub layout
+    path = DATA / "da3_vit_tiny.safetensors"
+    t = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    assert meta["original_class"].endswith("DinoVisionTransformer")
+    sd = {k.removeprefix("state_dict/"): v for k, v in t.items() if k.startswith("state_dict/")}
+    from anydepth.models.encoders.base import EncoderWrapper
+    from anydepth.models.encoders.loading import load_backbone_weights
+
+    backbone = ENCODERS.get("da3_test")()
+    assert load_backbone_weights(backbone, sd)["layout"] == "da3"
+    enc = EncoderWrapper(backbone, json.loads(meta["taps"]), use_backbone_norm=True)
+    x = t["input/image"]
+    with torch.no_grad():
+        feats = enc(x).features
+    h, w = x.shape[-2] // 14, x.shape[-1] // 14
+    for i, f in enumerate(feats):
+        ref = t[f"output/features.{i}"].reshape(1, h, w, -1).permute(0, 3, 1, 2)
+        assert f.shape == ref.shape and float((f - ref).abs().max()) <= 1e-5

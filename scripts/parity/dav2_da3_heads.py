@@ -27,9 +27,14 @@ the state dict through ``anydepth.models.weights`` (in the real file layout: ``d
 runs both on the same random tokens at non-square token grids (fp32, CPU) and reports the max abs difference of
 every output (DAv2: disparity; DA3: depth, confidence, sky, ray, ray confidence).
 
+``--encoder`` also compares DA3-Large's any-view ViT-L (camera token, q/k norm, RoPE, 2048-d concatenated taps
+[11, 15, 19, 23]) with ``da3_vitl14``, its random weights written as ``model.backbone.pretrained.*`` and read by
+our encoder loader (layout ``da3``).
+
 ``--write-refs DIR`` also writes the small regression files used by ``tests/test_matrix_dav2_da3.py``:
 ``dav2_dpt_tiny.safetensors``, ``da3_dpt_tiny.safetensors``, ``da3_dualdpt_tiny.safetensors`` (original-named
-head state dict, inputs and original outputs of tiny heads).
+head state dict, inputs and original outputs of tiny heads) and ``da3_vit_tiny.safetensors`` (a tiny any-view DA3
+ViT: weights in the hub layout, image, tapped features).
 """
 
 from __future__ import annotations
@@ -260,7 +265,76 @@ def parity(originals: dict[str, Any], grids: list[tuple[int, int]], batch: int) 
     return rows
 
 
-def write_refs(originals: dict[str, Any], out_dir: Path) -> None:
+def import_da3_vit(da3_dir: Path) -> Any:
+    """DA3's ``DinoVisionTransformer`` (``model/dinov2/vision_transformer.py``) from the checkout."""
+    src = da3_dir / "src" / "depth_anything_3"
+    _namespace("depth_anything_3.utils", src / "utils")
+    _namespace("depth_anything_3.model.dinov2", src / "model" / "dinov2")
+    return importlib.import_module("depth_anything_3.model.dinov2.vision_transformer").DinoVisionTransformer
+
+
+def _randomize_vit(vit: nn.Module, seed: int) -> None:
+    """Random weights with non-trivial biases, LayerScale and q/k norms (fan-in scaled matrices)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            if p.dim() > 1 and "token" not in name and "pos_embed" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            elif name.endswith(
+                ("norm1.weight", "norm2.weight", "norm.weight", "q_norm.weight", "k_norm.weight")
+            ):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    vit.eval()
+
+
+def encoder_parity(da3_dir: Path, hw: tuple[int, int], tiny: bool = False) -> tuple[float, dict[str, Any]]:
+    """DA3-Large's ViT (any-view: camera token, q/k norm, RoPE from block 8, 2C concatenated taps) vs ours.
+
+    Both get the same random weights (written as ``model.backbone.pretrained.*`` and loaded through our encoder
+    loader, layout ``da3``) and one image (one view); compared: the tapped features with DA3's normalisation.
+    """
+    from anydepth.models.encoders.base import EncoderWrapper
+    from anydepth.models.encoders.loading import load_backbone_weights
+
+    vit_cls = import_da3_vit(da3_dir)
+    if tiny:
+        kw = dict(embed_dim=32, depth=4, num_heads=2, img_size=112, alt_start=2, qknorm_start=2, rope_start=2)
+        ours_name, taps = "da3_test", (0, 1, 2, 3)
+    else:
+        kw = dict(
+            embed_dim=1024, depth=24, num_heads=16, img_size=518, alt_start=8, qknorm_start=8, rope_start=8
+        )
+        ours_name, taps = "da3_vitl14", (11, 15, 19, 23)
+    torch.manual_seed(0)
+    ref = vit_cls(patch_size=14, cat_token=True, **kw)
+    _randomize_vit(ref, seed=5)
+    sd = {f"model.backbone.pretrained.{k}": v.clone() for k, v in ref.state_dict().items()}
+    from anydepth.registry import ENCODERS
+
+    backbone = ENCODERS.get(ours_name)()
+    load_backbone_weights(backbone, sd)
+    ours = EncoderWrapper(backbone, taps, use_backbone_norm=True)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 3, *hw, generator=g)
+    with torch.no_grad():
+        outs, _ = ref.get_intermediate_layers(x[:, None], list(taps))
+        enc = ours(x)
+    h, w = hw[0] // 14, hw[1] // 14
+    diffs = []
+    for (feat, _cam), mine in zip(outs, enc.features, strict=True):
+        theirs = feat[:, 0].reshape(1, h, w, -1).permute(0, 3, 1, 2)
+        diffs.append(float((theirs - mine).abs().max()))
+    return max(diffs), {
+        "x": x,
+        "features": [f[0][:, 0] for f in outs],
+        "state_dict": ref.state_dict(),
+        "kw": kw,
+    }
+
+
+def write_refs(originals: dict[str, Any], out_dir: Path, da3_dir: Path) -> None:
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,6 +384,29 @@ def write_refs(originals: dict[str, Any], out_dir: Path) -> None:
         save_file(tensors, os.fspath(tmp), metadata=meta)
         os.replace(tmp, path)
         print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB, outputs {sorted(ref)})")
+    # DA3 any-view ViT (tiny: C 32, 4 blocks, camera token / q-k norm / RoPE from block 2, 2C taps)
+    d, enc = encoder_parity(da3_dir, (56, 84), tiny=True)
+    assert d == 0.0, d
+    tensors = {
+        f"state_dict/model.backbone.pretrained.{k}": v.detach().clone().contiguous()
+        for k, v in enc["state_dict"].items()
+    }
+    tensors["input/image"] = enc["x"].contiguous()
+    tensors.update({f"output/features.{i}": f.contiguous() for i, f in enumerate(enc["features"])})
+    meta = {
+        "original_repo": "github.com/ByteDance-Seed/Depth-Anything-3",
+        "original_class": "model/dinov2/vision_transformer.py:DinoVisionTransformer",
+        "original_kwargs": json.dumps({**enc["kw"], "patch_size": 14, "cat_token": True}),
+        "taps": json.dumps([0, 1, 2, 3]),
+        "note": "input/image is the normalised image [1,3,H,W]; output/features.i are DA3's tapped tokens [1,N,2C]",
+        "torch": torch.__version__,
+        "generator": "scripts/parity/dav2_da3_heads.py --write-refs",
+    }
+    path = out_dir / "da3_vit_tiny.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, os.fspath(tmp), metadata=meta)
+    os.replace(tmp, path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
 
 def _rev(path: Path) -> str:
@@ -341,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tol", type=float, default=1e-5, help="max abs difference allowed (default 1e-5)")
     ap.add_argument("--write-refs", type=Path, default=None, help="also write the tiny regression files here")
     ap.add_argument("--json", type=Path, default=None, help="write the result rows as JSON")
+    ap.add_argument(
+        "--encoder", action="store_true", help="also compare DA3-Large's ViT-L (any-view) with ours"
+    )
     args = ap.parse_args(argv)
 
     print(
@@ -349,12 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     originals = import_originals(args.dav2_dir, args.da3_dir)
     grids = [(g[0], g[1]) for g in args.grid] if args.grid else [(6, 9), (5, 8)]
     rows = parity(originals, grids, args.batch)
+    if args.encoder:
+        for hw in ((56, 84), (70, 42)):
+            d, _ = encoder_parity(args.da3_dir, hw)
+            rows.append({"head": "encoder da3_vitl14", "grid": f"{hw[0]}x{hw[1]}", "max_abs_diff": d})
+            print(
+                f"encoder  da3_vitl14 (DA3-Large ViT-L) input {hw[0]}x{hw[1]}  taps [11,15,19,23] max|diff| {d:.3e}"
+            )
     worst = max(r["max_abs_diff"] for r in rows)
     print(f"worst max abs difference: {worst:.3e} (tolerance {args.tol:g})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     if args.write_refs:
-        write_refs(originals, args.write_refs)
+        write_refs(originals, args.write_refs, args.da3_dir)
     return 0 if worst <= args.tol else 1
 
 
