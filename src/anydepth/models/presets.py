@@ -10,7 +10,7 @@ from __future__ import annotations
 from anydepth.models.config import ModelConfig
 from anydepth.registry import MODELS
 
-__all__ = ["ENCODER_LAYERS"]
+__all__ = ["ENCODER_LAYERS", "DAV2_HEADS", "DA3_LAYERS"]
 
 # encoder registry name -> tapped blocks
 ENCODER_LAYERS: dict[str, tuple[int, ...]] = {
@@ -71,12 +71,13 @@ MODELS.add(
 # on their own encoders, and SDT on DA3-Large's encoder. DAv2/DA3 tap blocks with the backbone's final LayerNorm
 # (their get_intermediate_layers default). Trained by anydepth (disparity targets) every row predicts affine-invariant
 # disparity; the original DA3 files, loaded with load_model, declare relative depth instead (models/weights/da3.py).
-_DAV2_HEADS = {
+# Depth Anything V2 head configuration per size (``model_configs`` of the original run scripts)
+DAV2_HEADS: dict[str, dict[str, object]] = {
     "vits": {"features": 64, "out_channels": (48, 96, 192, 384)},
     "vitb": {"features": 128, "out_channels": (96, 192, 384, 768)},
     "vitl": {"features": 256, "out_channels": (256, 512, 1024, 1024)},
 }
-for _size, _head in _DAV2_HEADS.items():
+for _size, _head in DAV2_HEADS.items():
     _enc = f"dinov2_{_size}14"
     MODELS.add(
         f"dpt_dav2_{_size}14",
@@ -89,16 +90,20 @@ for _size, _head in _DAV2_HEADS.items():
             name=f"dpt_dav2_{_size}14",
         ),
     )
+# Tapped blocks of the Depth Anything 3 backbones (``out_layers`` of configs/da3mono-large.yaml, da3-large.yaml)
+DA3_LAYERS: dict[str, tuple[int, ...]] = {"da3mono_vitl14": (4, 11, 17, 23), "da3_vitl14": (11, 15, 19, 23)}
+# The names say <decoder>_da3_vitl14 (the row), not <decoder>_<encoder>: dpt_da3 runs on DA3Mono's ViT-L.
 _DA3_ROWS = {
-    # name: (encoder, taps (configs/da3mono-large.yaml, configs/da3-large.yaml), decoder)
-    "dpt_da3_vitl14": ("da3mono_vitl14", (4, 11, 17, 23), "dpt_da3"),
-    "dualdpt_da3_vitl14": ("da3_vitl14", (11, 15, 19, 23), "dualdpt"),
-    "sdt_da3_vitl14": ("da3_vitl14", (11, 15, 19, 23), "sdt"),
+    "dpt_da3_vitl14": ("da3mono_vitl14", "dpt_da3"),
+    "dualdpt_da3_vitl14": ("da3_vitl14", "dualdpt"),
+    "sdt_da3_vitl14": ("da3_vitl14", "sdt"),
 }
-for _name, (_enc, _layers, _dec) in _DA3_ROWS.items():
+for _name, (_enc, _dec) in _DA3_ROWS.items():
     MODELS.add(
         _name,
-        ModelConfig(encoder=_enc, decoder=_dec, layer_indices=_layers, use_backbone_norm=True, name=_name),
+        ModelConfig(
+            encoder=_enc, decoder=_dec, layer_indices=DA3_LAYERS[_enc], use_backbone_norm=True, name=_name
+        ),
     )
 # Tiny versions for tests: the same code paths on dinov2_test / da3_test (2 x 32 = 64-d concatenated tokens).
 _TINY_DPT = {"features": 16, "out_channels": (8, 8, 16, 16)}

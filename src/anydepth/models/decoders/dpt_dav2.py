@@ -36,18 +36,10 @@ from anydepth.types import EncoderOutput
 
 __all__ = [
     "DAv2DPTDecoder",
-    "DAV2_HEAD_CONFIGS",
     "FeatureFusionBlock",
     "ResidualConvUnit",
     "uv_position_embedding",
 ]
-
-# Head configuration per DAv2 encoder size (``model_configs`` of the original run scripts).
-DAV2_HEAD_CONFIGS: dict[str, dict[str, Any]] = {
-    "vits": {"features": 64, "out_channels": (48, 96, 192, 384)},
-    "vitb": {"features": 128, "out_channels": (96, 192, 384, 768)},
-    "vitl": {"features": 256, "out_channels": (256, 512, 1024, 1024)},
-}
 
 
 class ResidualConvUnit(nn.Module):
@@ -281,7 +273,7 @@ class DAv2DPTDecoder(DPTFamilyBase):
 
     Args:
         in_dims: 4 equal encoder widths C (DINOv2: 384 / 768 / 1024).
-        features: fusion width F (DAv2: S 64, B 128, L 256; ``DAV2_HEAD_CONFIGS``).
+        features: fusion width F (DAv2: S 64, B 128, L 256; ``presets.DAV2_HEADS``).
         out_channels: per-layer projection widths O_i (S [48,96,192,384], B [96,192,384,768], L [256,512,1024,1024]).
         use_clstoken: class-token readout (off in every released DAv2 model).
         min_output: added after the final ReLU (DAv2: 0).

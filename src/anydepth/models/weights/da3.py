@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from anydepth.models.presets import DA3_LAYERS
 from anydepth.models.weights.dav2 import (
     assemble_model,
     check_decoder_state_dict,
@@ -32,15 +33,13 @@ from anydepth.models.weights.dav2 import (
     resolve_config,
 )
 
-__all__ = ["DA3_LAYERS", "is_da3_state_dict", "convert_da3_state_dict", "load_da3_checkpoint"]
+__all__ = ["is_da3_state_dict", "convert_da3_state_dict", "load_da3_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 HEAD_PREFIX = "head."
 ENCODER_PREFIX = "backbone.pretrained."
 DROPPED_PREFIXES = ("cam_enc.", "cam_dec.")
-# ``out_layers`` of configs/da3mono-large.yaml and configs/da3-large.yaml
-DA3_LAYERS: dict[str, tuple[int, ...]] = {"da3mono_vitl14": (4, 11, 17, 23), "da3_vitl14": (11, 15, 19, 23)}
 
 
 def _strip_model(keys: Any) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from anydepth.models.presets import ENCODER_LAYERS
+
 __all__ = [
-    "DAV2_LAYERS",
     "checkpoint_keys",
     "check_decoder_state_dict",
     "is_dav2_state_dict",
@@ -34,12 +35,6 @@ log = logging.getLogger(__name__)
 HEAD_PREFIX = "depth_head."
 ENCODER_PREFIX = "pretrained."
 _SIZES = {384: "vits", 768: "vitb", 1024: "vitl"}
-# ``intermediate_layer_idx`` of ``DepthAnythingV2``
-DAV2_LAYERS: dict[str, tuple[int, ...]] = {
-    "vits": (2, 5, 8, 11),
-    "vitb": (2, 5, 8, 11),
-    "vitl": (4, 11, 17, 23),
-}
 
 
 def checkpoint_keys(path: str | os.PathLike[str]) -> list[str]:
@@ -201,7 +196,7 @@ def convert_dav2_state_dict(
     info = {
         "size": size,
         "encoder": f"dinov2_{size}14",
-        "layer_indices": DAV2_LAYERS.get(size),
+        "layer_indices": ENCODER_LAYERS.get(f"dinov2_{size}14"),  # DAv2's intermediate_layer_idx
         "in_dims": in_dims,
         "decoder_kwargs": kwargs,
         "unwrapped": steps,
