@@ -137,6 +137,14 @@ def load_model(
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
+        from anydepth.models.weights.vggt import is_vggt_checkpoint, load_vggt_model
+
+        if is_vggt_checkpoint(p):  # facebook/VGGT-1B model.pt / model.safetensors: aggregator + depth head
+            if encoder_weights is not None:
+                raise ValueError(f"{p} is a whole VGGT model (encoder included); do not pass encoder_weights")
+            vggt = load_vggt_model(p)
+            vggt.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(vggt)}
+            return vggt
         from anydepth.models.official import load_official_checkpoint
 
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
