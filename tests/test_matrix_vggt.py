@@ -269,3 +269,16 @@ def test_row_exports_to_onnx(row: str, tmp_path: Path) -> None:
     # the command verifies onnxruntime against PyTorch at other sizes (max abs diff <= 1e-4)
     assert main(["export", "--checkpoint", str(ckpt), "-o", str(onnx), "--threads", "1", "-q"]) == 0
     assert onnx.is_file()
+
+
+def test_bench_paper_gains_the_vggt_rows() -> None:
+    from anydepth.bench.efficiency import format_paper_tables, table3_rows
+
+    rows = table3_rows()
+    dpt = [r for r in rows if r["preset"] == "dpt_vggt_1b"]
+    assert [(r["resolution"], r["size"]) for r in dpt] == [(256, 252), (512, 518)]
+    assert all(r["params"] == 32_654_562 and r["decoder"] == "dpt_vggt" for r in dpt)
+    assert 0 < dpt[0]["gflops_torch"] < dpt[1]["gflops_torch"]
+    assert "| dpt_vggt_1b | dpt_vggt | 32,654,562 | 256 | 252 |" in format_paper_tables(
+        {"params": [], "flops": [], "table3": rows}
+    )

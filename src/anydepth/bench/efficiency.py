@@ -69,6 +69,8 @@ __all__ = [
     "format_table",
     "write_outputs",
     "paper_tables",
+    "table3_rows",
+    "TABLE3_PRESETS",
     "format_paper_tables",
 ]
 
@@ -411,8 +413,8 @@ def paper_tables(
 
     Returns:
         ``{"params": [{"encoder", "sdt", "dpt"}...], "flops": [{"encoder", "resolution", "sdt_paper",
-        "dpt_paper", "sdt_torch", "dpt_torch"}...]}`` with parameter counts and GFLOPs (decoder only; "paper"
-        = the thop-style convention of Table 4, "torch" = correct count).
+        "dpt_paper", "sdt_torch", "dpt_torch"}...], "table3": table3_rows()}`` with parameter counts and GFLOPs
+        (decoder only; "paper" = the thop-style convention of Table 4, "torch" = correct count).
     """
     params = []
     flops = []
@@ -432,7 +434,43 @@ def paper_tables(
                     "dpt_torch": decoder_flops(dpt, res) / 1e9,
                 }
             )
-    return {"params": params, "flops": flops}
+    return {"params": params, "flops": flops, "table3": table3_rows()}
+
+
+# Paper Table 3 (issue #17): decoders trained on other pretrained encoders. Decoder parameters and GFLOPs at 256 and
+# 512 px; for patch-14 encoders the side is the nearest multiple of the patch size (252, 518), given in ``size``.
+TABLE3_PRESETS: tuple[str, ...] = ("dpt_vggt_1b", "sdt_vggt_1b")
+
+
+def table3_rows(
+    presets: Sequence[str] = TABLE3_PRESETS, resolutions: Sequence[int] = (256, 512)
+) -> list[dict[str, Any]]:
+    """Decoder parameters and GFLOPs (paper and torch conventions) of the Table 3 presets, on the meta device.
+
+    Returns:
+        One row per preset and resolution: ``{"preset", "decoder", "params", "resolution", "size" (the side
+        actually used: a multiple of the patch size), "gflops_paper", "gflops_torch"}``.
+    """
+    rows = []
+    for name in presets:
+        cfg = get_model_config(name)
+        params = count_parameters(cfg)["decoder"]
+        with torch.device("meta"):
+            p = build_model(cfg).encoder.patch_size
+        for res in resolutions:
+            size = max(p, round(res / p) * p)
+            rows.append(
+                {
+                    "preset": name,
+                    "decoder": cfg.decoder,
+                    "params": params,
+                    "resolution": res,
+                    "size": size,
+                    "gflops_paper": decoder_flops(cfg, size, convention="paper") / 1e9,
+                    "gflops_torch": decoder_flops(cfg, size) / 1e9,
+                }
+            )
+    return rows
 
 
 def format_paper_tables(tables: Mapping[str, Any]) -> str:
@@ -457,6 +495,19 @@ def format_paper_tables(tables: Mapping[str, Any]) -> str:
             f"| {r['encoder']} | {r['resolution']} | {r['sdt_paper']:.3f} | {r['dpt_paper']:.3f} | "
             f"{'' if ps is None else ps} | {'' if pd is None else pd} | {r['sdt_torch']:.2f} | {r['dpt_torch']:.2f} |"
         )
+    if tables.get("table3"):
+        lines += [
+            "",
+            "Table 3 decoders on other encoders (decoder only; patch-14 sizes rounded to a multiple of 14)",
+            "",
+        ]
+        lines += ["| preset | decoder | params | res | size | GFLOPs (paper conv.) | GFLOPs (torch) |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for r in tables["table3"]:
+            lines.append(
+                f"| {r['preset']} | {r['decoder']} | {r['params']:,} | {r['resolution']} | {r['size']} | "
+                f"{r['gflops_paper']:.2f} | {r['gflops_torch']:.2f} |"
+            )
     return "\n".join(lines)
 
 
