@@ -227,8 +227,10 @@ class VGGTAggregator(nn.Module):
 VGGT_CONFIGS: dict[str, VGGTConfig] = {
     # vggt/models/vggt.py: VGGT(img_size=518, patch_size=14, embed_dim=1024) -> Aggregator defaults
     "vggt_1b": VGGTConfig(),
-    # tiny (tests, and the parity reference file): same code path, 4 x 4 position grid, random weights
-    "vggt_test": VGGTConfig(embed_dim=16, depth=4, num_heads=2, img_size=56, patch_embed_depth=1),
+    # tiny (tests, and the parity reference file): same code path, random weights. Its 5 x 5 position grid differs
+    # from the 4 x 4-patch default ONNX export size: exporting at the stored grid bakes DINOv2's no-resample
+    # shortcut into the graph.
+    "vggt_test": VGGTConfig(embed_dim=16, depth=4, num_heads=2, img_size=70, patch_embed_depth=1),
 }
 
 # ``build_vggt(name, **overrides)``; also registers one ENCODERS builder per configuration.
