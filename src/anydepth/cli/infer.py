@@ -276,17 +276,6 @@ def _existing_status(outs: dict[str, Path], args: argparse.Namespace) -> tuple[s
     )
 
 
-def _nearness(value: Any, space: Any) -> Any:
-    """A map that grows towards the camera (disparity-like), used for colouring."""
-    import numpy as np
-
-    from anydepth.ops.alignment import to_inverse
-
-    if space.is_disparity:
-        return value
-    return to_inverse(value) if space.is_metric else -np.asarray(value)
-
-
 def _find_reference(ref_dir: Path, rel: Any) -> Path:
     from anydepth.data.io import DEPTH_EXTENSIONS
 
@@ -659,7 +648,7 @@ def _write_image_outputs(
     import numpy as np
 
     from anydepth.data.io import write_image, write_npy, write_png16
-    from anydepth.inference import align_prediction
+    from anydepth.inference import align_prediction, nearness
     from anydepth.ops.colormap import apply_colormap, robust_range, to_uint16
 
     args = state.args
@@ -684,7 +673,7 @@ def _write_image_outputs(
             outs["npy_depth"], lambda ow: write_npy(outs["npy_depth"], d, overwrite=ow), written
         )
     if "color" in outs or "side" in outs:
-        near = _nearness(value, pred.space)
+        near = nearness(value, pred.space)
         lo, hi = robust_range(near, 1.0, 99.0)
         color = apply_colormap(near, args.colormap, vmin=lo, vmax=hi)
         rec["color_range"] = [lo, hi]
@@ -743,7 +732,7 @@ def _run_video(
     from anydepth.atomic import atomic_path
     from anydepth.data.io import write_npy, write_png16
     from anydepth.data.video import VideoWriter, iter_frames, probe_video
-    from anydepth.inference import PredictItem, RangeTracker, predict_iter
+    from anydepth.inference import PredictItem, RangeTracker, nearness, predict_iter
     from anydepth.ops.colormap import apply_colormap, to_uint16
     from anydepth.ops.geometry import intrinsics_from_dict
 
@@ -774,7 +763,7 @@ def _run_video(
             i = pred.meta.pop("frame")
             rgb = pred.meta.pop("rgb")
             state.forward_s += float(pred.meta.get("forward_s", 0.0))
-            near = _nearness(pred.value, pred.space)
+            near = nearness(pred.value, pred.space)
             c_lo, c_hi = color_tracker.update(near)
             v_lo, v_hi = (c_lo, c_hi) if near is pred.value else value_tracker.update(pred.value)
             frec: dict[str, Any] = {"frame": i, "color_range": [c_lo, c_hi]}

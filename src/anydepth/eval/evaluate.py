@@ -15,7 +15,8 @@ Means are taken over images at the end. Files that are missing or unreadable are
 benchmark with any failed sample raises ``IncompleteBenchmarkError`` instead of averaging fewer images.
 
 Predictors: any callable ``f(rgb) -> [H,W] array`` (give its ``pred_space``), a ``ModelPredictor`` wrapping a
-``DepthModel`` (processing resolution, optional flip TTA), or ``PrecomputedPredictions`` reading ``.npy`` files.
+``DepthModel`` or any runner (processing resolution, optional flip TTA; the forward path shared with inference,
+``ops.runner.predict_resized``), or ``PrecomputedPredictions`` reading ``.npy`` files.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from anydepth.eval.benchmarks import (
 )
 from anydepth.eval.metrics import DEFAULT_METRICS, compute_metrics, mean_over_images
 from anydepth.ops.alignment import align_to_depth, resolve_alignment
-from anydepth.ops.resize import fit_to_patch_multiple, restore
+from anydepth.ops.resize import processing_size
+from anydepth.ops.runner import Runner, as_runner, predict_resized
 from anydepth.types import DepthSpace
 
 __all__ = [
@@ -123,27 +125,29 @@ class FunctionPredictor(Predictor):
 
 
 class ModelPredictor(Predictor):
-    """Runs a ``DepthModel``-like network (``forward([B,3,H,W] RGB in [0,1]) -> [B,1,H,W]``, attributes
-    ``patch_size`` and ``output_space``) on one image.
+    """Runs a depth network on one image through the shared forward path (``ops.runner.predict_resized``).
 
     The image is resized so that its longest side is ``processing_res`` (0 or None: native size), rounded to a
     multiple of the patch size (``ops.resize.fit_to_patch_multiple``: bilinear, antialiased when shrinking); the
     raw output is resized back bilinearly to the input size (``ops.resize.restore``). With ``flip_tta`` the
-    output for the horizontally flipped image is flipped back and averaged with the plain output (in the model's
-    output space).
+    output for the horizontally flipped image (same forward pass) is flipped back and averaged with the plain
+    output (in the model's output space).
 
     Args:
-        model: the network, already on ``device`` and in eval mode.
+        model: a ``DepthModel``-like network (``forward([B,3,H,W] RGB in [0,1]) -> [B,1,H,W]``, attributes
+            ``patch_size`` and ``output_space``; wrapped in ``TorchRunner``) or any ``ops.runner.Runner``
+            (``--fast`` model, ONNX Runtime).
         processing_res: longest side for inference; 0/None = native (rounded to the patch multiple).
         flip_tta: average with the horizontally flipped prediction.
-        device: device for the input tensor (default: the device of the model's first parameter, else CPU).
-        autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``); None = off.
+        device: device of a torch model (default: the device of its first parameter, else CPU).
+        autocast_dtype: run a torch model under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``);
+            None = float32.
         info: extra metadata recorded in results (model name, checkpoint...).
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | Runner,
         *,
         processing_res: int | None = None,
         flip_tta: bool = False,
@@ -151,42 +155,30 @@ class ModelPredictor(Predictor):
         autocast_dtype: torch.dtype | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model
-        self.patch = int(getattr(model, "patch_size", 1))
-        self.space = parse_space(getattr(model, "output_space", DepthSpace.DISPARITY_AFFINE_INVARIANT))
         if processing_res is not None and processing_res < 0:
             raise ValueError(f"processing_res must be >= 0 (0 = native), got {processing_res}")
+        self.runner = as_runner(model, device, autocast_dtype)
+        self.model = getattr(self.runner, "model", model)
+        self.patch = int(self.runner.patch_size)
+        self.space = parse_space(self.runner.output_space)
         self.processing_res = int(processing_res or 0)
         self.flip_tta = bool(flip_tta)
-        if device is None:
-            p = next(iter(model.parameters()), None)
-            device = p.device if p is not None else torch.device("cpu")
-        self.device = torch.device(device)
+        self.device = self.runner.device
         self.autocast_dtype = autocast_dtype
         self.info = dict(info or {})
         self._last: dict[str, Any] = {}
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.autocast_dtype is None:
-            return self.model(x)
-        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-            return self.model(x)
-
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray, name: str) -> np.ndarray:
         img = torch.as_tensor(np.ascontiguousarray(image))
         if img.ndim != 3 or img.shape[-1] != 3:
             raise ValueError(f"{name}: expected an RGB image [H,W,3], got {tuple(img.shape)}")
-        x = img.permute(2, 0, 1)[None].to(self.device)
+        x = img.permute(2, 0, 1)
         x = x.float() / 255.0 if img.dtype == torch.uint8 else x.float()
-        long_side = self.processing_res or None
-        xr, info = fit_to_patch_multiple(x, self.patch, short_side=None, long_side=long_side)
-        y = self._forward(xr).float()
-        if self.flip_tta:
-            y = 0.5 * (y + self._forward(xr.flip(-1)).float().flip(-1))
-        y = restore(y, info)
-        self._last = {"proc_h": info.proc_hw[0], "proc_w": info.proc_hw[1]}
-        return y[0, 0].cpu().numpy()
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        proc = processing_size(hw, self.patch, short_side=None, long_side=self.processing_res or None)
+        y = predict_resized(self.runner, [x], proc, flip_tta=self.flip_tta)[0]
+        self._last = {"proc_h": proc[0], "proc_w": proc[1]}
+        return y[0].cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

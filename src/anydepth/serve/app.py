@@ -44,7 +44,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from anydepth.inference import DEFAULT_NOMINAL_RANGE, PredictItem, Resolution, Runner, TorchRunner
+from anydepth.inference import (
+    DEFAULT_NOMINAL_RANGE,
+    PredictItem,
+    Resolution,
+    Runner,
+    TorchRunner,
+    as_runner,
+    nearness,
+)
 from anydepth.ops.geometry import DEFAULT_FOV_DEG, fov_from_focal, resolve_intrinsics
 from anydepth.serve.batching import BatchPredictor, Job, QueueFullError
 from anydepth.serve.security import (
@@ -163,15 +171,6 @@ def _parse_options(fields: Mapping[str, str], defaults: Mapping[str, Any]) -> _O
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _nearness(value: np.ndarray, space: DepthSpace) -> np.ndarray:
-    """A map that grows towards the camera (disparity-like), used for colouring (as ``anydepth infer``)."""
-    from anydepth.ops.alignment import to_inverse
-
-    if space.is_disparity:
-        return value
-    return to_inverse(value) if space.is_metric else -np.asarray(value)
-
-
 def _png_bytes(arr: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -280,7 +279,7 @@ def _render(
     k = pred.intrinsics
     assert k is not None
     v_lo, v_hi = _finite_range(value, 0.0, 100.0)
-    near = _nearness(value, pred.space)
+    near = nearness(value, pred.space)
     c_lo, c_hi = _finite_range(near, 1.0, 99.0)
     headers = {
         "X-AnyDepth-Width": str(w),
@@ -405,17 +404,6 @@ def _with_request_annotation(fn: Callable[..., Any], request_cls: type) -> Calla
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _as_runner(model_or_runner: Any) -> Runner:
-    if isinstance(model_or_runner, torch.nn.Module):
-        return TorchRunner(model_or_runner)
-    if isinstance(model_or_runner, Runner):
-        return model_or_runner
-    raise ValueError(
-        "model_or_runner must be a DepthModel (torch.nn.Module) or an inference.Runner "
-        f"(patch_size, output_space, device, __call__); got {type(model_or_runner).__name__}"
-    )
-
-
 def _model_description(runner: Runner, info: Mapping[str, Any]) -> dict[str, Any]:
     from anydepth import count_parameters
 
@@ -528,7 +516,7 @@ def create_app(
     if not 1.0 <= default_fov_deg <= 179.0:
         raise ValueError(f"default_fov_deg must be in [1, 179], got {default_fov_deg}")
 
-    runner = _as_runner(model_or_runner)
+    runner = as_runner(model_or_runner)
     patch = int(runner.patch_size)
     predictor = BatchPredictor(
         runner,
