@@ -58,6 +58,8 @@ __all__ = [
     "evaluate",
     "parse_space",
     "score_prediction",
+    "score_batch",
+    "Scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -503,6 +505,67 @@ def evaluate(
     return result
 
 
+@dataclass
+class Scores:
+    """What ``score_batch`` returns (per image of the batch).
+
+    Attributes:
+        depth: ``[B,H,W]`` aligned and clipped depth in metres (dtype of the prediction).
+        metrics: ``{name: [B] float64}`` per-image metric values.
+        scale, shift: ``[B]`` fitted alignment parameters (in the fit space).
+        fit_pixels: ``[B]`` pixels the fit used.
+    """
+
+    depth: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    scale: torch.Tensor
+    shift: torch.Tensor
+    fit_pixels: torch.Tensor
+
+
+def score_batch(
+    pred: torch.Tensor,
+    pred_space: DepthSpace | str,
+    gt: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    alignment: str = "auto",
+    min_depth: float,
+    max_depth: float,
+    min_pred_depth: float = 1e-6,
+    alignment_max_res: int | None = None,
+    alignment_downsample: str = "marigold",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> Scores:
+    """The one scoring function: align each prediction, clip it and compute its metrics (steps 5-7).
+
+    Used by ``evaluate`` (one image at a time, via ``score_prediction``), the trainer's validation and the demo.
+    Computations run in the dtype of ``pred`` / ``gt`` (the solve itself in float64).
+
+    Args:
+        pred: ``[B,H,W]`` float predictions in ``pred_space`` at the ground-truth size.
+        pred_space: ``DepthSpace`` (or ``depth`` / ``disparity``) of ``pred``.
+        gt: ``[B,H,W]`` float ground-truth depth in metres.
+        mask: ``[B,H,W]`` bool evaluation mask (used for the fit and the metrics).
+        alignment: ``auto`` or one of ``ALIGNMENT_METHODS``.
+        min_depth, max_depth: clip range of the aligned depth (metres); then clipped to ``>= min_pred_depth``.
+        alignment_max_res, alignment_downsample: fit subsampling (see ``anydepth.ops.alignment``).
+        metrics: metric names.
+
+    Returns:
+        ``Scores`` (aligned depth, per-image metrics, scale, shift, fit pixels). An image without any mask pixel
+        gets NaN metrics.
+    """
+    space = parse_space(pred_space)
+    method = resolve_alignment(alignment, space)
+    aligned = align_to_depth(
+        pred, space, gt, mask, method, max_res=alignment_max_res, downsample=alignment_downsample
+    )
+    depth = aligned.depth.clamp(min=min_depth, max=max_depth).clamp(min=min_pred_depth)
+    per = compute_metrics(depth, gt, mask, metrics)
+    return Scores(depth, per, aligned.scale, aligned.shift, aligned.fit_pixels)
+
+
 def score_prediction(
     pred: torch.Tensor,
     pred_space: DepthSpace | str,
@@ -517,38 +580,28 @@ def score_prediction(
     alignment_downsample: str = "marigold",
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> dict[str, float]:
-    """Align one prediction, clip it and compute its metrics (steps 5-7 of the protocol).
-
-    Args:
-        pred: ``[H,W]`` float prediction in ``pred_space`` at the ground-truth size.
-        pred_space: ``DepthSpace`` (or ``depth`` / ``disparity``) of ``pred``.
-        gt: ``[H,W]`` float32 ground-truth depth in metres.
-        mask: ``[H,W]`` bool evaluation mask (used for the fit and the metrics).
-        alignment: ``auto`` or one of ``ALIGNMENT_METHODS``.
-        min_depth, max_depth: clip range of the aligned depth (metres); then clipped to ``>= min_pred_depth``.
-        alignment_max_res, alignment_downsample: fit subsampling (see ``anydepth.ops.alignment``).
-        metrics: metric names.
+    """``score_batch`` for one ``[H,W]`` prediction, ground truth and mask, as Python numbers.
 
     Returns:
         ``{metric: value, "scale": s, "shift": t, "fit_pixels": n}`` as Python floats/ints.
     """
-    space = parse_space(pred_space)
-    method = resolve_alignment(alignment, space)
-    aligned = align_to_depth(
+    sc = score_batch(
         pred[None],
-        space,
+        pred_space,
         gt[None],
         mask[None],
-        method,
-        max_res=alignment_max_res,
-        downsample=alignment_downsample,
+        alignment=alignment,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        min_pred_depth=min_pred_depth,
+        alignment_max_res=alignment_max_res,
+        alignment_downsample=alignment_downsample,
+        metrics=metrics,
     )
-    depth = aligned.depth.clamp(min=min_depth, max=max_depth).clamp(min=min_pred_depth)
-    per = compute_metrics(depth[0], gt, mask, metrics)
-    out: dict[str, Any] = {k: float(v) for k, v in per.items()}
-    out["scale"] = float(aligned.scale[0])
-    out["shift"] = float(aligned.shift[0])
-    out["fit_pixels"] = int(aligned.fit_pixels[0])
+    out: dict[str, Any] = {k: float(v[0]) for k, v in sc.metrics.items()}
+    out["scale"] = float(sc.scale[0])
+    out["shift"] = float(sc.shift[0])
+    out["fit_pixels"] = int(sc.fit_pixels[0])
     return out
 
 
