@@ -27,8 +27,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "demo", "--output", str(out), "--encoder", "dinov3_tiny", "--max-steps", "3", "--train-scenes", "8",
         "--val-scenes", "4", "--size", "32", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
-    if not FIXTURES.is_dir():
-        args += ["--fixtures", ""]
+    args += ["--fixtures", str(FIXTURES) if FIXTURES.is_dir() else ""]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "held-out procedural scenes: AbsRel" in printed
@@ -47,7 +46,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     header = (out / "report" / "pointcloud.ply").read_bytes()[:400]
     assert header.startswith(b"ply\n") and b"element vertex" in header
     # a later run replaces what a previous demo wrote (marker file); a foreign directory is refused
-    from anydepth.demo import _prepare_output
+    from anydepth.cli.demo_app import _prepare_output
 
     (out / "run" / "extra.txt").write_text("old")
     _prepare_output(out)

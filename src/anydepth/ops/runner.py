@@ -58,7 +58,10 @@ class TorchRunner:
     """
 
     def __init__(
-        self, model: torch.nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        model: torch.nn.Module,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if not hasattr(model, "patch_size") or not hasattr(model, "output_space"):
             raise ValueError(f"{type(model).__name__} lacks patch_size/output_space; expected a DepthModel")
@@ -85,7 +88,9 @@ class TorchRunner:
         return y.float()
 
 
-def as_runner(model: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Runner:
+def as_runner(
+    model: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Runner:
     """A ``Runner`` for ``model``: a ``torch.nn.Module`` is wrapped in ``TorchRunner(model, device, dtype)``; a
     runner is returned as is (``device``/``dtype`` must then be None: configure the runner itself).
 
@@ -129,7 +134,7 @@ def runner_forward(runner: Runner, x: torch.Tensor, *, flip_tta: bool = False) -
 
 def predict_resized(
     runner: Runner,
-    images: Sequence[torch.Tensor],
+    images: torch.Tensor | Sequence[torch.Tensor],
     proc_hw: tuple[int, int],
     *,
     flip_tta: bool = False,
