@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anydepth.cli.runner import add_runtime_args, build_runner
+
 log = logging.getLogger("anydepth.cli.infer")
 
 SAVE_KINDS = ("png16", "npy", "color", "side", "ply")
@@ -52,32 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
     )
-    g.add_argument(
-        "--backend",
-        default="torch",
-        choices=["torch", "onnxruntime"],
-        help="inference backend (default: torch)",
-    )
-    g.add_argument(
-        "--onnx", metavar="FILE", help="ONNX file from `anydepth export` (for --backend onnxruntime)"
-    )
-
+    model_group = g
     g = p.add_argument_group("processing")
     g.add_argument("--size", default="768", metavar="SPEC",
                    help="processing size: N or short:N (short side, default 768), long:N, HxW, or native")  # fmt: skip
     g.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)"
     )
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    g.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
-    )
-    g.add_argument(
-        "--fast",
-        action="store_true",
-        help="optimised inference path (folded BN, row tiling, Winograd on CPU; same depth within 1e-4, "
-        "less time and memory; see docs/efficiency.md)",
-    )
+    add_runtime_args(g, backend_group=model_group)
     g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
 
     g = p.add_argument_group("outputs")
@@ -136,28 +120,6 @@ def _parse_save(spec: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
-def resolve_device(name: str) -> Any:
-    """Map ``--device`` to a ``torch.device`` (``auto``: CUDA, then MPS, then CPU)."""
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine (try --device auto)")
-    if name == "mps" and not mps_ok:
-        raise ValueError("--device mps: MPS is not available on this machine (try --device auto)")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str) -> Any:
-    """Map ``--dtype`` to a ``torch.dtype``."""
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
     if spec is None:
         return None
@@ -179,55 +141,9 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
 
 
 def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Build the inference runner and a description of the model for the summary."""
-    import anydepth
-
-    if args.backend == "onnxruntime" or args.onnx:
-        from anydepth.export.onnx_runtime import OnnxRunner
-
-        if args.backend != "onnxruntime" or not args.onnx or args.checkpoint or args.model:
-            raise ValueError(
-                "ONNX inference takes --backend onnxruntime --onnx FILE (no --checkpoint/--model)"
-            )
-        if args.fast:
-            raise ValueError("--fast applies to the torch backend (an ONNX graph is already optimised)")
-        return OnnxRunner(args.onnx), {"onnx": str(args.onnx)}
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype)
-    if args.checkpoint and args.model:
-        raise ValueError("give either --checkpoint or --model, not both")
-    if args.checkpoint:
-        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
-        info: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    elif args.model:
-        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
-        info = {"preset": args.model}
-        log.warning(
-            "--model %s builds a randomly initialised decoder: the depth is meaningless; use --checkpoint "
-            "for a trained model",
-            args.model,
-        )
-    else:
-        raise ValueError(
-            "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
-        )
-    if args.encoder_weights:
-        info["encoder_weights"] = str(args.encoder_weights)
-    if args.fast:
-        info["fast"] = True
-    return torch_runner(model, device, dtype, fast=args.fast), info
-
-
-def torch_runner(model: Any, device: Any, dtype: Any, *, fast: bool = False) -> Any:
-    """``TorchRunner`` for ``model`` on ``device`` in ``dtype``; ``fast``: over ``optimize_for_inference(model)``
-    (which runs its own dtype: decoder in ``dtype``, encoder under autocast)."""
-    from anydepth.inference import TorchRunner
-
-    if not fast:
-        return TorchRunner(model, device=device, dtype=dtype)
-    from anydepth.export.fast import optimize_for_inference
-
-    return TorchRunner(optimize_for_inference(model.eval().to(device), dtype=dtype), device=device)
+    """The inference runner (``cli.runner.build_runner``) and a description of its source for the summary."""
+    built = build_runner(args)
+    return built.runner, built.source()
 
 
 def _outputs_for_image(out_dir: Path, rel: Any, saves: list[str], metric: bool) -> dict[str, Path]:

@@ -166,7 +166,8 @@ class ModelPredictor(Predictor):
         self.processing_res = int(processing_res or 0)
         self.flip_tta = bool(flip_tta)
         self.device = self.runner.device
-        self.autocast_dtype = autocast_dtype
+        run_dtype = getattr(self.runner, "dtype", None)  # a TorchRunner's compute dtype
+        self.autocast_dtype = autocast_dtype or (run_dtype if run_dtype != torch.float32 else None)
         self.info = dict(info or {})
         self._last: dict[str, Any] = {}
 
