@@ -342,8 +342,7 @@ def _save_figures(
 
 
 def _write_ply(out: Path, model: Any, frames: list[dict[str, Any]] | None, syn: dict, short_side: int) -> str:
-    from anydepth.data.pointcloud import write_ply
-    from anydepth.ops.geometry import unproject_depth
+    from anydepth.data.pointcloud import cloud_from_depth, write_ply
     from anydepth.types import Intrinsics
 
     if frames:
@@ -367,11 +366,9 @@ def _write_ply(out: Path, model: Any, frames: list[dict[str, Any]] | None, syn: 
         intr = Intrinsics(s, s, (s - 1) / 2, (s - 1) / 2)
         rgb = (np.transpose(syn["image"][0], (1, 2, 0)) * 255).astype(np.uint8)
         note = "predicted depth of a held-out procedural scene, aligned to its ground truth (metres)"
-    pts = unproject_depth(depth[0].numpy(), intr).reshape(-1, 3)
-    cols = np.asarray(rgb).reshape(-1, 3)
-    keep = np.isfinite(pts).all(1) & (pts[:, 2] > 0)
+    pts, cols = cloud_from_depth(depth[0].numpy(), intr, np.asarray(rgb, dtype=np.uint8))
     path = out / "report" / "pointcloud.ply"
-    write_ply(path, pts[keep], cols[keep], comments=[note, "units: metres (after alignment to ground truth)"],
+    write_ply(path, pts, cols, comments=[note, "units: metres (after alignment to ground truth)"],
               overwrite=True)  # fmt: skip
     return "report/pointcloud.ply"
 
