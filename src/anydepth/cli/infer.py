@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -291,22 +292,43 @@ class _Run:
         written.append(str(path))
 
 
+@dataclass
+class _Plan:
+    """What the setup phase of ``infer`` resolved: inputs, alignment, the runner and the shared settings."""
+
+    specs: list[str]
+    images: list[Any]
+    videos: list[Any]
+    resolution: Any
+    near_far: tuple[float, float]
+    k_dict: dict[str, float] | None
+    align_path: Path | None
+    runner: Any
+    model_info: dict[str, Any]
+    model_load_s: float
+    common: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> bool:
+        """Images are aligned to metric reference depth."""
+        return self.align_path is not None
+
+
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from anydepth import __version__
-    from anydepth.data.inputs import expand_inputs, read_exif_focal_35mm
-    from anydepth.data.io import read_depth, read_image
-    from anydepth.inference import PredictItem, Resolution, describe_runner, predict_iter
-    from anydepth.ops.colormap import colormap_lut
-    from anydepth.ops.geometry import intrinsics_from_dict
-
+    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary."""
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state = _Run(args)
-    saves = state.saves
+    plan = _setup(state)
+    _image_phase(state, plan)
+    _video_phase(state, plan)
+    return _finish(state, plan, t_start, started)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from anydepth.ops.colormap import colormap_lut
+
     colormap_lut(args.colormap)  # validate early (KeyError lists the choices)
-    resolution = Resolution.parse(args.size)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.frame_stride < 1:
@@ -316,6 +338,17 @@ def run(args: argparse.Namespace) -> int:
     near, far = args.nominal_range
     if not 0 < near < far:
         raise ValueError(f"--nominal-range needs 0 < NEAR < FAR, got {near} {far}")
+
+
+def _setup(state: _Run) -> _Plan:
+    """Phase 1: validate the arguments, expand the inputs, check ``--align-to``, build the runner."""
+    from anydepth.data.inputs import expand_inputs
+    from anydepth.inference import Resolution
+
+    args = state.args
+    _validate(args)
+    resolution = Resolution.parse(args.size)
+    near, far = args.nominal_range
     k_dict = _load_intrinsics_arg(args.intrinsics)
     specs = list(args.inputs) + list(args.extra_inputs)
     if not specs:
@@ -333,12 +366,11 @@ def run(args: argparse.Namespace) -> int:
                 f"--align-to {align_path} is a single file: it needs exactly one image input (got {len(items)} "
                 "inputs); pass a directory of reference depth maps named like the inputs instead"
             )
-    metric = align_path is not None
 
     t0 = time.perf_counter()
     runner, model_info = _make_runner(args)
     model_load_s = time.perf_counter() - t0
-    if "ply" in saves and not metric:
+    if "ply" in state.saves and align_path is None:
         log.warning(
             "point clouds will NOT be metric: the prediction is affine-invariant disparity, mapped to the nominal "
             "depth range [%g, %g] (arbitrary units); pass --align-to with metric depth for metric clouds",
@@ -360,8 +392,23 @@ def run(args: argparse.Namespace) -> int:
         default_fov_deg=args.default_fov,
         nominal_range=(near, far),
     )
+    return _Plan(
+        specs, images, videos, resolution, (near, far), k_dict, align_path, runner, model_info, model_load_s,
+        common,
+    )  # fmt: skip
 
-    # ---------------------------------------------------------------- images
+
+def _image_phase(state: _Run, plan: _Plan) -> None:
+    """Phase 2: every image through one ``predict_iter`` stream (batched), outputs written per prediction."""
+    from tqdm import tqdm
+
+    from anydepth.data.inputs import read_exif_focal_35mm
+    from anydepth.data.io import read_depth, read_image
+    from anydepth.inference import PredictItem, predict_iter
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    args, saves, images, metric = state.args, state.saves, plan.images, plan.metric
+    k_dict, align_path, runner, common = plan.k_dict, plan.align_path, plan.runner, plan.common
     bar = tqdm(
         total=len(images), unit="img", desc="images", disable=args.quiet or not images, file=sys.stderr
     )
@@ -420,8 +467,13 @@ def run(args: argparse.Namespace) -> int:
             state.fail(str(it.path), "not processed: inference failed on an earlier batch")
     bar.close()
 
-    # ---------------------------------------------------------------- videos
-    for it in videos:
+
+def _video_phase(state: _Run, plan: _Plan) -> None:
+    """Phase 3: each video frame by frame (``_run_video``), one output set per video."""
+    from anydepth import __version__
+
+    args, saves, runner, k_dict, common = state.args, state.saves, plan.runner, plan.k_dict, plan.common
+    for it in plan.videos:
         rec = {"input": str(it.path), "kind": "video"}
         state.records.append(rec)
         outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
@@ -445,7 +497,15 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, ImportError) as e:
             state.fail(str(it.path), str(e), rec)
 
-    # ---------------------------------------------------------------- summary
+
+def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
+    """Phase 4: the run summary (``summary.json``), the failure list and the exit status."""
+    from anydepth import __version__
+    from anydepth.inference import describe_runner
+
+    args = state.args
+    near, far = plan.near_far
+    model_load_s = plan.model_load_s
     total_s = time.perf_counter() - t_start
     n_ok = sum(r.get("status") == "ok" for r in state.records)
     n_skip = sum(r.get("status") == "skipped" for r in state.records)
@@ -455,16 +515,16 @@ def run(args: argparse.Namespace) -> int:
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {**model_info, **describe_runner(runner)},
+        "model": {**plan.model_info, **describe_runner(plan.runner)},
         "settings": {
-            "inputs": specs,
+            "inputs": plan.specs,
             "output": str(state.out_dir),
-            "resolution": resolution.describe(),
+            "resolution": plan.resolution.describe(),
             "batch_size": args.batch_size,
             "tta": bool(args.tta),
-            "save": saves,
+            "save": state.saves,
             "colormap": args.colormap,
-            "intrinsics": k_dict,
+            "intrinsics": plan.k_dict,
             "fov": args.fov,
             "default_fov": args.default_fov,
             "align_to": args.align_to,
