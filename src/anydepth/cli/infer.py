@@ -474,7 +474,7 @@ def _video_phase(state: _Run, plan: _Plan) -> None:
 
     args, saves, runner, k_dict, common = state.args, state.saves, plan.runner, plan.k_dict, plan.common
     for it in plan.videos:
-        rec = {"input": str(it.path), "kind": "video"}
+        rec: dict[str, Any] = {"input": str(it.path), "kind": "video"}
         state.records.append(rec)
         outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
         status, reason = _existing_status(outs, args)
