@@ -464,16 +464,58 @@ def create_app(
     Raises:
         ValueError: a bad limit or default.
     """
-    import anyio
-    from fastapi import FastAPI
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-    from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import Request
+    _check_settings(
+        token=token,
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        max_proc_pixels=max_proc_pixels,
+        queue_size=queue_size,
+        decode_threads=decode_threads,
+        ply_max_points=ply_max_points,
+        default_resolution=default_resolution,
+        default_colormap=default_colormap,
+        default_fov_deg=default_fov_deg,
+    )
+    sv = _build_service(
+        as_runner(model_or_runner),
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        max_proc_pixels=max_proc_pixels,
+        queue_size=queue_size,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        decode_threads=decode_threads,
+        default_resolution=default_resolution,
+        default_colormap=default_colormap,
+        default_fov_deg=default_fov_deg,
+        nominal_range=nominal_range,
+        flip_tta=flip_tta,
+        ply_max_points=ply_max_points,
+        edge_threshold=edge_threshold,
+        model_info=model_info,
+        examples_dir=examples_dir,
+    )
+    app = _new_app(sv, token=token, allowed_hosts=allowed_hosts)
+    _add_page_routes(app, sv)
+    _add_info_routes(app, sv)
+    _add_predict_route(app, sv)
+    return app
 
-    from anydepth import __version__
-    from anydepth.ops.colormap import colormap_lut, list_colormaps
 
+def _check_settings(
+    *,
+    token: str | None,
+    max_upload_bytes: int,
+    max_pixels: int,
+    max_proc_pixels: int,
+    queue_size: int,
+    decode_threads: int,
+    ply_max_points: int,
+    default_resolution: str,
+    default_colormap: str,
+    default_fov_deg: float,
+) -> None:
+    """Reject bad limits and defaults before anything starts (``ValueError`` naming the setting)."""
     for name, v in (
         ("max_upload_bytes", max_upload_bytes),
         ("max_pixels", max_pixels),
@@ -494,8 +536,57 @@ def create_app(
     if not 1.0 <= default_fov_deg <= 179.0:
         raise ValueError(f"default_fov_deg must be in [1, 179], got {default_fov_deg}")
 
-    runner = as_runner(model_or_runner)
-    patch = int(runner.patch_size)
+
+@dataclass
+class _Service:
+    """The state the routes share: runner and batching queue (state/queue), model description, defaults,
+    limits, page assets."""
+
+    runner: Runner
+    predictor: BatchPredictor
+    model_desc: dict[str, Any]
+    defaults: dict[str, Any]
+    examples: dict[str, Path]
+    index_html: str
+    csp: str
+    limiter: Any
+    max_upload_bytes: int
+    max_pixels: int
+    max_proc_pixels: int
+    default_colormap: str
+    default_resolution: str
+    default_fov_deg: float
+    ply_max_points: int
+    edge_threshold: float
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model_desc.get("name") or self.model_desc.get("preset")
+
+
+def _build_service(
+    runner: Runner,
+    *,
+    max_upload_bytes: int,
+    max_pixels: int,
+    max_proc_pixels: int,
+    queue_size: int,
+    max_batch_size: int,
+    batch_wait_ms: float,
+    decode_threads: int,
+    default_resolution: str,
+    default_colormap: str,
+    default_fov_deg: float,
+    nominal_range: tuple[float, float],
+    flip_tta: bool,
+    ply_max_points: int,
+    edge_threshold: float,
+    model_info: Mapping[str, Any] | None,
+    examples_dir: Path | None,
+) -> _Service:
+    """State and queue: the ``BatchPredictor`` over the runner, the model description, page assets."""
+    import anyio
+
     predictor = BatchPredictor(
         runner,
         capacity=queue_size,
@@ -505,20 +596,46 @@ def create_app(
         nominal_range=nominal_range,
     )
     model_desc = _model_description(runner, model_info or {})
-    model_name = model_desc.get("name") or model_desc.get("preset")
     defaults = {"resolution": default_resolution, "colormap": default_colormap, "fov_deg": default_fov_deg}
-    limits = {
+    model_desc["defaults"] = defaults
+    model_desc["limits"] = {
         "max_upload_bytes": int(max_upload_bytes),
         "max_pixels": int(max_pixels),
         "max_proc_pixels": int(max_proc_pixels),
         "queue_size": int(queue_size),
         "max_batch_size": int(max_batch_size),
     }
-    model_desc["defaults"] = defaults
-    model_desc["limits"] = limits
     index_html, csp = _index_html()
-    examples = _list_examples(examples_dir)
-    limiter = anyio.CapacityLimiter(int(decode_threads))
+    return _Service(
+        runner=runner,
+        predictor=predictor,
+        model_desc=model_desc,
+        defaults=defaults,
+        examples=_list_examples(examples_dir),
+        index_html=index_html,
+        csp=csp,
+        limiter=anyio.CapacityLimiter(int(decode_threads)),
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        max_proc_pixels=max_proc_pixels,
+        default_colormap=default_colormap,
+        default_resolution=default_resolution,
+        default_fov_deg=default_fov_deg,
+        ply_max_points=ply_max_points,
+        edge_threshold=edge_threshold,
+    )
+
+
+def _new_app(sv: _Service, *, token: str | None, allowed_hosts: Iterable[str] | None) -> FastAPI:
+    """The FastAPI application: lifespan (starts / closes the queue), security middleware, JSON errors."""
+    import anyio
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from anydepth import __version__
+
+    predictor = sv.predictor
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -541,9 +658,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.predictor = predictor
-    app.state.runner = runner
+    app.state.runner = sv.runner
     app.add_middleware(
-        SecurityMiddleware, token=token, allowed_hosts=allowed_hosts, content_security_policy=csp
+        SecurityMiddleware, token=token, allowed_hosts=allowed_hosts, content_security_policy=sv.csp
     )
 
     def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -559,9 +676,15 @@ def create_app(
     async def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
-    # ---------------------------------------------------------------------------------------------------------
-    # Page, static files, examples
-    # ---------------------------------------------------------------------------------------------------------
+    return app
+
+
+def _add_page_routes(app: FastAPI, sv: _Service) -> None:
+    """The page, its static files and the bundled examples."""
+    from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    index_html, examples = sv.index_html, sv.examples
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def index() -> Any:
@@ -580,9 +703,18 @@ def create_app(
             raise ApiError(404, f"no example named {name!r}; see GET /v1/examples")
         return FileResponse(path)
 
-    # ---------------------------------------------------------------------------------------------------------
-    # API: small GET endpoints
-    # ---------------------------------------------------------------------------------------------------------
+
+def _add_info_routes(app: FastAPI, sv: _Service) -> None:
+    """Small GET endpoints: health, model, colour maps, examples."""
+    from anydepth import __version__
+    from anydepth.ops.colormap import colormap_lut, list_colormaps
+
+    predictor, model_desc, examples, default_colormap = (
+        sv.predictor,
+        sv.model_desc,
+        sv.examples,
+        sv.default_colormap,
+    )
 
     @app.get("/v1/health", tags=["api"], response_model=None, summary="Liveness and queue state")
     async def health() -> Any:
@@ -609,9 +741,22 @@ def create_app(
             ]
         }
 
-    # ---------------------------------------------------------------------------------------------------------
-    # API: prediction
-    # ---------------------------------------------------------------------------------------------------------
+
+def _add_predict_route(app: FastAPI, sv: _Service) -> None:
+    """``POST /v1/predict``: read and decode the upload, queue it for the runner, render the answer."""
+    import anyio
+    from fastapi.responses import Response
+    from starlette.requests import Request
+
+    predictor, limiter, defaults = sv.predictor, sv.limiter, sv.defaults
+    max_upload_bytes, max_pixels, max_proc_pixels = sv.max_upload_bytes, sv.max_pixels, sv.max_proc_pixels
+    default_colormap, default_resolution, default_fov_deg = (
+        sv.default_colormap,
+        sv.default_resolution,
+        sv.default_fov_deg,
+    )
+    patch, model_name = int(sv.runner.patch_size), sv.model_name
+    ply_max_points, edge_threshold = sv.ply_max_points, sv.edge_threshold
 
     form_schema = {
         "type": "object",
@@ -742,7 +887,6 @@ def create_app(
             503: {"description": "inference queue full", **error_doc},
         },
     )
-    return app
 
 
 async def _await(fut: Any) -> Prediction:
