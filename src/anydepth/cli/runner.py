@@ -177,7 +177,7 @@ def _fast_torch_runner(model: Any, device: Any, dtype: Any, fast: bool) -> Any:
 
     if not fast:
         return TorchRunner(model, device=device, dtype=dtype)
-    from anydepth.export.fast import optimize_for_inference
+    from anydepth import optimize_for_inference  # the public name (its module may move)
 
     # the optimised model runs its own precision (decoder in dtype, encoder under autocast)
     return TorchRunner(optimize_for_inference(model.eval().to(device), dtype=dtype), device=device)
