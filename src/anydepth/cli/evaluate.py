@@ -161,7 +161,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--label", default=None, help="row label in tables (default: model / checkpoint / folder name)"
     )
-    add_runtime_args(o)
+    add_runtime_args(o, backend_group=src, onnx_group=g)
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -199,6 +199,8 @@ def _git_commit() -> str | None:
 
 def _model_info(built: BuiltRunner) -> dict[str, Any]:
     """What ``metrics.json`` records about the evaluated model."""
+    if built.onnx is not None:
+        return {"onnx": built.onnx, "model": None, "checkpoint": None}
     if built.checkpoint is not None:
         info: dict[str, Any] = {
             "checkpoint": built.checkpoint,
@@ -279,7 +281,8 @@ def _setup(args: argparse.Namespace) -> _Setup:
     if args.pred_space is not None:
         raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
     built = build_runner(args)
-    label = args.label or (args.checkpoint.stem if args.checkpoint else args.model)
+    source = args.checkpoint or (Path(args.onnx) if args.onnx else None)
+    label = args.label or (source.stem if source is not None else args.model)
     return _Setup(names, single, roots, splits, max_res, label, built, _model_info(built))
 
 

@@ -96,9 +96,16 @@ def resolve_device(name: str, flag: str = "--device") -> Any:
     return dev
 
 
-def add_runtime_args(group: Any, *, fast_help: str | None = None, backend_group: Any | None = None) -> None:
+def add_runtime_args(
+    group: Any,
+    *,
+    fast_help: str | None = None,
+    backend_group: Any | None = None,
+    onnx_group: Any | None = None,
+) -> None:
     """Add ``--device``, ``--dtype``, ``--fast`` to ``group`` and, when ``backend_group`` is given,
-    ``--backend`` / ``--onnx`` to it (the same flags and vocabulary in every command)."""
+    ``--backend`` / ``--onnx`` to it (``--onnx`` to ``onnx_group`` if given, e.g. a mutually exclusive group of
+    model sources): the same flags and vocabulary in every command."""
     if backend_group is not None:
         backend_group.add_argument(
             "--backend",
@@ -106,7 +113,7 @@ def add_runtime_args(group: Any, *, fast_help: str | None = None, backend_group:
             choices=["torch", "onnxruntime"],
             help="inference backend (default: torch)",
         )
-        backend_group.add_argument(
+        (onnx_group or backend_group).add_argument(
             "--onnx", metavar="FILE", help="ONNX file from `anydepth export` (for --backend onnxruntime)"
         )
     group.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
