@@ -8,7 +8,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "anydepth"
 
 # layer of a module, by its first component below ``anydepth``
-BASE = {"registry", "types", "config", "ops", "atomic"}
+BASE = {"registry", "types", "config", "ops", "atomic", "extras", "hub", "shard"}
 MIDDLE = {"models", "data", "losses"}
 ALLOWED: dict[str, set[str]] = {
     # base modules: standard library / third-party only, plus other base modules (config may use OmegaConf)

@@ -326,6 +326,7 @@ def build_runner(
     *,
     tile_rows: int | None = None,
     max_tile_pixels: int | None = None,
+    channels_last: bool | None = None,
     seed: int = 0,
 ) -> Callable[[], torch.Tensor]:
     """A zero-argument callable running one configuration (inputs are created here, once).
@@ -339,6 +340,7 @@ def build_runner(
         batch: B.
         device: where inputs are created.
         tile_rows, max_tile_pixels: tiling for ``fast`` / ``fast_direct`` (SDT).
+        channels_last: memory format of the fast variants (``None``: the fast path's default).
         seed: input RNG seed.
 
     Returns:
@@ -360,7 +362,10 @@ def build_runner(
     is_sdt = isinstance(model.decoder, SDTDecoder)
     if variant == "fast_untiled" and not is_sdt:
         raise ValueError("variant 'fast_untiled' is only available for the SDT decoder")
-    opts: dict[str, Any] = {"conv_algo": "direct" if variant in ("fast_direct", "compiled") else "auto"}
+    opts: dict[str, Any] = {
+        "conv_algo": "direct" if variant in ("fast_direct", "compiled") else "auto",
+        "channels_last": channels_last,
+    }
     if is_sdt:
         if variant in ("fast_untiled", "compiled"):
             opts["tile_rows"] = 0
@@ -384,6 +389,8 @@ def build_runner(
             return run_autocast
         fdec = fast_decoder(model.decoder, dtype=dtype, **opts).to(dev)
         if variant == "compiled":
+            with torch.no_grad():
+                fdec(enc, hw)  # one eager call settles the weights' memory format before tracing
             fdec = torch.compile(fdec, dynamic=False)  # type: ignore[assignment]
         return lambda: fdec(enc, hw)
 

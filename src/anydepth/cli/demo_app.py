@@ -32,6 +32,7 @@ import torch
 
 from anydepth.config import load_config
 from anydepth.engine.config import TrainConfig
+from anydepth.extras import require
 
 __all__ = ["DemoOptions", "run_demo", "demo_config"]
 
@@ -273,8 +274,7 @@ def _calibrate(cfg: TrainConfig, seconds: float, cap: int, progress: bool) -> tu
 def _save_figures(
     out: Path, res: DemoResult, syn_before: dict, syn_after: dict, real: dict | None
 ) -> dict[str, str]:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the demo report's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -182,11 +182,9 @@ class _RedactToken(logging.Filter):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ImportError:
-        print("anydepth serve needs FastAPI and uvicorn: pip install 'anydepth[serve]'", file=sys.stderr)
-        return 2
+    from anydepth.extras import require
+
+    uvicorn = require("uvicorn", "anydepth serve")
     app, info = build_app(args)
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     if args.host in ("0.0.0.0", "::"):

@@ -247,6 +247,12 @@ class _Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv(x, self.padding)
 
+    def set_channels_last(self, on: bool) -> None:
+        """Store the weight channels-last (``on``) or contiguous, so convolutions need no per-call copy."""
+        fmt = torch.channels_last if on else torch.contiguous_format
+        if self.weight.dim() == 4 and not self.weight.is_contiguous(memory_format=fmt):
+            self.weight = self.weight.contiguous(memory_format=fmt)
+
     def valid_rows(self, x: torch.Tensor) -> torch.Tensor:
         """The conv with no vertical padding: ``[B,C,n,W]`` -> ``[B,C',n-k+1,W]``."""
         return self._conv(x, (0, self.padding[1]))
@@ -516,10 +522,16 @@ class FastSDTDecoder(nn.Module):
             at 256x256, 128 at 512x512, 64 at 1024x1024, 32 at 2048x2048: at most 64 MiB per 256-channel fp32
             tile whatever the input size. Larger tiles are faster (fewer, larger convolution calls: measured
             1.67x / 2.0x / 2.28x over eager at 256x256 for 8192 / 16384 / 65536-pixel tiles), smaller ones
-            leaner; the quarter-image rule keeps the decoder's peak below DPT's at every size.
-        channels_last: convolution memory format; ``None`` (default) = on the CPU, channels-last for the
-            untiled direct path and for low-precision dtypes (oneDNN's bf16/fp16 kernels want it), NCHW
-            otherwise (tiles and NNPACK are faster in NCHW and avoid layout copies).
+            leaner; the quarter-image rule keeps the decoder's peak below DPT's at every size. On CUDA (and
+            other accelerators) tiles cost time (measured on an H200: 4 tiles are 1.1-1.6x slower than none,
+            ``docs/efficiency.md``), so the default there is no tiling unless one full-resolution map of the
+            batch would exceed ``GPU_MAX_FULLRES_BYTES`` (4 GiB), and then the fewest equal tiles that fit.
+        channels_last: convolution memory format; ``None`` (default) = on CUDA and other accelerators,
+            channels-last up to ``GPU_CHANNELS_LAST_MAX_PIXELS`` output pixels (512x512) and NCHW above
+            (measured on an H200: NHWC convolutions win at small sizes, NCHW DySample sampling at large ones);
+            on the CPU, channels-last for the untiled
+            direct path and for low-precision dtypes (oneDNN's bf16/fp16 kernels want it), NCHW otherwise
+            (tiles and NNPACK are faster in NCHW and avoid layout copies).
         conv_algo: ``"auto"`` (default: ``"winograd"`` for float32 when NNPACK is available, else
             ``"direct"``), ``"direct"`` (oneDNN) or ``"winograd"`` (NNPACK F(6x6,3x3) for the stride-1 3x3
             convolutions of CPU float32 inputs; see ``resolve_conv_algo``).
@@ -535,6 +547,8 @@ class FastSDTDecoder(nn.Module):
     MAX_AUTO_TILE_PIXELS = 65536
     MIN_TILE_ROWS = 8
     DEFAULT_MAX_MATERIALIZED_PIXELS = 65536
+    GPU_MAX_FULLRES_BYTES = 4 * 2**30
+    GPU_CHANNELS_LAST_MAX_PIXELS = 512 * 512
 
     def __init__(
         self,
@@ -604,11 +618,16 @@ class FastSDTDecoder(nn.Module):
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._cl else x.contiguous()
 
-    def _tile(self, h: int, w: int) -> int:
+    def _tile(self, h: int, w: int, device_type: str = "cpu", fullres_bytes: int = 0) -> int:
         if self.tile_rows == 0:
             return h
         if self.tile_rows is not None:
             t = self.tile_rows
+        elif self.max_tile_pixels is None and device_type != "cpu":
+            n = -(-fullres_bytes // self.GPU_MAX_FULLRES_BYTES)
+            if n <= 1:
+                return h
+            t = -(-h // n)
         else:
             px = self.max_tile_pixels or min(
                 max(h * w // 4, self.MIN_AUTO_TILE_PIXELS), self.MAX_AUTO_TILE_PIXELS
@@ -639,15 +658,17 @@ class FastSDTDecoder(nn.Module):
             x = self.tokens_map(enc)
             h, w = x.shape[-2:]
             hf, wf = 16 * h, 16 * w
-            t = self._tile(hf, wf)
+            fullres = x.shape[0] * x.shape[1] * hf * wf * x.element_size()
+            t = self._tile(hf, wf, x.device.type, fullres)
             tiled = t < hf
             _warn_if_emulated(self, x.device)
-            self._cl = (
-                self.channels_last
-                if self.channels_last is not None
-                else x.device.type == "cpu"
-                and ((not tiled and self.conv_algo == "direct") or self.dtype != torch.float32)
-            )
+            if self.channels_last is not None:
+                self._cl = self.channels_last
+            elif x.device.type != "cpu":
+                self._cl = hf * wf <= self.GPU_CHANNELS_LAST_MAX_PIXELS
+            else:
+                self._cl = (not tiled and self.conv_algo == "direct") or self.dtype != torch.float32
+            _weights_format(self, self._cl)
             if not tiled:
                 return self._untiled(self._quarter(self._fmt(x))).float()
             max_px = (
@@ -700,8 +721,8 @@ class FastDPTDecoder(nn.Module):
     Args:
         src: a ``DPTDecoder`` (not modified).
         dtype: compute dtype.
-        channels_last: convolution memory format (``None``: channels-last unless the convolutions run
-            Winograd).
+        channels_last: convolution memory format (``None``: channels-last on CUDA and other accelerators;
+            on the CPU unless the convolutions run Winograd).
         conv_algo: ``"auto"`` (default), ``"direct"`` or ``"winograd"``; see ``resolve_conv_algo``.
     """
 
@@ -736,19 +757,20 @@ class FastDPTDecoder(nn.Module):
         self.in_dims = dec.in_dims
         self.dtype = dtype
         self.conv_algo = conv_algo
-        self.channels_last = conv_algo == "direct" if channels_last is None else bool(channels_last)
-        if self.channels_last:
-            for m in self.dec.modules():
-                if isinstance(m, _Conv | nn.ConvTranspose2d):
-                    for name in ("weight",):
-                        t = getattr(m, name)
-                        if t is not None and t.dim() == 4:
-                            t.data = t.data.contiguous(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+
+    def _use_channels_last(self, device: torch.device) -> bool:
+        if self.channels_last is not None:
+            return bool(self.channels_last)
+        return device.type != "cpu" or self.conv_algo == "direct"
 
     def forward(self, enc: EncoderOutput, out_hw: tuple[int, int]) -> torch.Tensor:
         """Predict ``[B,1,H,W]`` (float32); same contract as ``DPTDecoder.forward``."""
-        _warn_if_emulated(self, enc.features[0].device)
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        dev = enc.features[0].device
+        _warn_if_emulated(self, dev)
+        cl = self._use_channels_last(dev)
+        _weights_format(self.dec, cl)
+        fmt = torch.channels_last if cl else torch.contiguous_format
         feats = tuple(f.to(self.dtype).contiguous(memory_format=fmt) for f in enc.features)
         cls = tuple(t.to(self.dtype) for t in enc.cls_tokens)
         with torch.no_grad():
@@ -757,6 +779,19 @@ class FastDPTDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- model
+
+
+def _weights_format(module: nn.Module, channels_last: bool) -> None:
+    """Put every 4-D convolution weight of ``module`` in the activations' memory format (once; cheap after)."""
+    if getattr(module, "_weights_cl", None) is channels_last or torch.compiler.is_compiling():
+        return
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in module.modules():
+        if isinstance(m, _Conv):
+            m.set_channels_last(channels_last)
+        elif isinstance(m, nn.ConvTranspose2d | nn.Conv2d) and not m.weight.is_contiguous(memory_format=fmt):
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+    module.__dict__["_weights_cl"] = channels_last
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
@@ -842,7 +877,8 @@ class FastDepthModel(nn.Module):
             if self.dtype == torch.float32:
                 enc = self.encoder(x)
             else:
-                with torch.autocast(x.device.type, dtype=self.dtype):
+                # no weight-cast cache: each weight is used once per call, and cached casts break CUDA graphs
+                with torch.autocast(x.device.type, dtype=self.dtype, cache_enabled=False):
                     enc = self.encoder(x)
             return self.decoder(enc, (h, w))
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from anydepth.atomic import atomic_path
+from anydepth.hub import push_checkpoint, resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
 
@@ -57,8 +58,9 @@ def save_model(
     contents: Literal["auto", "decoder", "full"] = "auto",
     overwrite: bool = False,
     metadata: dict[str, Any] | None = None,
+    repo_id: str | None = None,
 ) -> Path:
-    """Write ``model`` to a safetensors checkpoint (atomically).
+    """Write ``model`` to a safetensors checkpoint (atomically), optionally publishing it on the Hub.
 
     Args:
         model: the model to save.
@@ -67,6 +69,8 @@ def save_model(
             the encoder weights were loaded from a file, full otherwise.
         overwrite: replace an existing file.
         metadata: JSON-serialisable extra information stored under ``user``.
+        repo_id: also upload the checkpoint with a model card to this Hugging Face repository (``ORG/REPO``;
+            ``anydepth.hub.push_checkpoint`` with its defaults; use it directly for metrics, licence, ...).
 
     Returns:
         The path written.
@@ -93,6 +97,8 @@ def save_model(
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, os.fspath(tmp), metadata=meta)
+    if repo_id is not None:
+        push_checkpoint(path, repo_id)
     return Path(path)
 
 
@@ -117,8 +123,9 @@ def load_model(
     Never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors only).
 
     Args:
-        path: checkpoint file.
-        encoder_weights: encoder weights file, required for decoder-only checkpoints.
+        path: checkpoint file, ``hf://ORG/REPO/FILE[@REVISION]`` or an official alias such as
+            ``anydepth/dav2_sdt_vitb`` (downloaded into the Hugging Face cache; see ``anydepth.hub``).
+        encoder_weights: encoder weights (file or Hub name), required for decoder-only checkpoints.
         check_encoder_hash: for decoder-only checkpoints, require the given encoder weights to have the hash
             recorded at save time (a mismatch means the decoder was trained on another encoder).
 
@@ -127,7 +134,7 @@ def load_model(
     """
     from anydepth.models.factory import build_model, create_model
 
-    p = Path(path)
+    p = resolve_weights(path)  # local path, hf://ORG/REPO/FILE[@REV] or an alias (anydepth.hub)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
     meta: dict[str, str] = {}

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from anydepth.hub import resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.decoders.base import Decoder
 from anydepth.models.depth_model import DepthModel
@@ -57,8 +58,9 @@ def create_model(
 
     Args:
         name: preset name from ``list_models()`` or a ``ModelConfig``.
-        encoder_weights: local file with pretrained encoder weights in any supported layout (Meta ``.pth``,
-            Hugging Face safetensors or directory, timm, Depth-Anything-V2). Nothing is ever downloaded.
+        encoder_weights: pretrained encoder weights in any supported layout (Meta ``.pth``, Hugging Face
+            safetensors or directory, timm, Depth-Anything-V2): a local path, or ``hf://ORG/REPO/FILE[@REVISION]``
+            (downloaded into the Hugging Face cache; see ``anydepth.hub``). Local paths never touch the network.
         **overrides: ``ModelConfig`` fields to change (``decoder_kwargs``/``encoder_kwargs`` are merged).
             ``None`` values are ignored so unset CLI flags keep preset defaults.
 
@@ -77,7 +79,8 @@ def create_model(
         from anydepth.models.checkpoint import encoder_hash
         from anydepth.models.encoders.loading import load_backbone_weights
 
-        report = load_backbone_weights(model.encoder.backbone, encoder_weights)
+        local = resolve_weights(encoder_weights)  # local path, hf:// name or alias (anydepth.hub)
+        report = load_backbone_weights(model.encoder.backbone, local)
         model.encoder_source = {"path": os.fspath(encoder_weights), "sha256": encoder_hash(model)}
         log.info("loaded encoder weights from %s (%s)", encoder_weights, report)
     return model.eval()

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from anydepth.extras import require
 from anydepth.inference import (
     DEFAULT_NOMINAL_RANGE,
     PredictItem,
@@ -464,6 +465,7 @@ def create_app(
     Raises:
         ValueError: a bad limit or default.
     """
+    require("fastapi", "the web app (anydepth serve)")
     _check_settings(
         token=token,
         max_upload_bytes=max_upload_bytes,
