@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
 from anydepth.models.encoders.base import EncoderWrapper
-from anydepth.models.encoders.convert import unwrap_state_dict
+from anydepth.models.weights.backbones import unwrap_state_dict
+from anydepth.models.weights.layers import ENCODER_LAYERS
 from anydepth.registry import DECODERS, ENCODERS
 from anydepth.types import DepthSpace
 
@@ -60,7 +61,7 @@ _MAX_LISTED = 20
 VGGT_1B = ModelConfig(
     encoder="vggt_1b",
     decoder="dpt_vggt",
-    layer_indices=(4, 11, 17, 23),
+    layer_indices=ENCODER_LAYERS["vggt_1b"],
     output_space=DepthSpace.DEPTH_AFFINE_INVARIANT,
     name="vggt_1b_original",
 )
