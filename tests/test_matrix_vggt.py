@@ -272,13 +272,13 @@ def test_row_exports_to_onnx(row: str, tmp_path: Path) -> None:
 
 
 def test_bench_paper_gains_the_vggt_rows() -> None:
-    from anydepth.bench.efficiency import format_paper_tables, table3_rows
+    from anydepth.bench.efficiency import TABLE3_PRESETS, format_paper_tables, table3_decoders
 
-    rows = table3_rows()
-    dpt = [r for r in rows if r["preset"] == "dpt_vggt_1b"]
-    assert [(r["resolution"], r["size"]) for r in dpt] == [(256, 252), (512, 518)]
-    assert all(r["params"] == 32_654_562 and r["decoder"] == "dpt_vggt" for r in dpt)
-    assert 0 < dpt[0]["gflops_torch"] < dpt[1]["gflops_torch"]
-    assert "| dpt_vggt_1b | dpt_vggt | 32,654,562 | 256 | 252 |" in format_paper_tables(
+    assert {"dpt_vggt_1b", "sdt_vggt_1b"} <= set(TABLE3_PRESETS.values())
+    rows = table3_decoders({"VGGT-1B + DPT": "dpt_vggt_1b"})
+    (dpt,) = rows
+    assert dpt["params"] == 32_654_562 and (dpt["size_256"], dpt["size_512"]) == (252, 504)
+    assert 0 < dpt["gflops_256"] < dpt["gflops_512"]
+    assert "| VGGT-1B + DPT | `dpt_vggt_1b` | 32,654,562 |" in format_paper_tables(
         {"params": [], "flops": [], "table3": rows}
     )

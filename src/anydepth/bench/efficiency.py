@@ -69,9 +69,9 @@ __all__ = [
     "format_table",
     "write_outputs",
     "paper_tables",
-    "table3_rows",
-    "TABLE3_PRESETS",
     "format_paper_tables",
+    "table3_decoders",
+    "TABLE3_PRESETS",
 ]
 
 log = logging.getLogger(__name__)
@@ -420,8 +420,8 @@ def paper_tables(
 
     Returns:
         ``{"params": [{"encoder", "sdt", "dpt"}...], "flops": [{"encoder", "resolution", "sdt_paper",
-        "dpt_paper", "sdt_torch", "dpt_torch"}...], "table3": table3_rows()}`` with parameter counts and GFLOPs
-        (decoder only; "paper" = the thop-style convention of Table 4, "torch" = correct count).
+        "dpt_paper", "sdt_torch", "dpt_torch"}...]}`` with parameter counts and GFLOPs (decoder only; "paper"
+        = the thop-style convention of Table 4, "torch" = correct count).
     """
     params = []
     flops = []
@@ -441,43 +441,44 @@ def paper_tables(
                     "dpt_torch": decoder_flops(dpt, res) / 1e9,
                 }
             )
-    return {"params": params, "flops": flops, "table3": table3_rows()}
+    return {"params": params, "flops": flops, "table3": table3_decoders()}
 
 
-# Paper Table 3 (issue #17): decoders trained on other pretrained encoders. Decoder parameters and GFLOPs at 256 and
-# 512 px; for patch-14 encoders the side is the nearest multiple of the patch size (252, 518), given in ``size``.
-TABLE3_PRESETS: tuple[str, ...] = ("dpt_vggt_1b", "sdt_vggt_1b")
+# Paper Table 3 rows (pre-trained foundation encoders + freshly initialised decoders): row label -> preset.
+TABLE3_PRESETS: dict[str, str] = {
+    "VGGT-1B + DPT": "dpt_vggt_1b",
+    "VGGT-1B + SDT": "sdt_vggt_1b",
+}
 
 
-def table3_rows(
-    presets: Sequence[str] = TABLE3_PRESETS, resolutions: Sequence[int] = (256, 512)
+def table3_decoders(
+    rows: Mapping[str, str] | None = None, resolutions: Sequence[int] = (256, 512)
 ) -> list[dict[str, Any]]:
-    """Decoder parameters and GFLOPs (paper and torch conventions) of the Table 3 presets, on the meta device.
+    """Decoder parameters and GFLOPs of the paper's Table 3 rows (meta device, decoder only, ``forward`` path).
+
+    Args:
+        rows: row label -> preset (default ``TABLE3_PRESETS``).
+        resolutions: nominal square sizes; each is rounded down to the preset's patch multiple (14: 252, 504).
 
     Returns:
-        One row per preset and resolution: ``{"preset", "decoder", "params", "resolution", "size" (the side
-        actually used: a multiple of the patch size), "gflops_paper", "gflops_torch"}``.
+        One dict per row: ``row``, ``preset``, ``params``, and per resolution ``gflops_<res>`` (torch convention)
+        with the size used in ``size_<res>``.
     """
-    rows = []
-    for name in presets:
-        cfg = get_model_config(name)
-        params = count_parameters(cfg)["decoder"]
+    import torch
+
+    from anydepth.models.factory import build_model, get_model_config
+
+    out = []
+    for label, preset in (rows or TABLE3_PRESETS).items():
         with torch.device("meta"):
-            p = build_model(cfg).encoder.patch_size
+            patch = int(build_model(get_model_config(preset)).patch_size)
+        row: dict[str, Any] = {"row": label, "preset": preset, "params": count_parameters(preset)["decoder"]}
         for res in resolutions:
-            size = max(p, round(res / p) * p)
-            rows.append(
-                {
-                    "preset": name,
-                    "decoder": cfg.decoder,
-                    "params": params,
-                    "resolution": res,
-                    "size": size,
-                    "gflops_paper": decoder_flops(cfg, size, convention="paper") / 1e9,
-                    "gflops_torch": decoder_flops(cfg, size) / 1e9,
-                }
-            )
-    return rows
+            size = res - res % patch
+            row[f"size_{res}"] = size
+            row[f"gflops_{res}"] = decoder_flops(preset, size) / 1e9
+        out.append(row)
+    return out
 
 
 def format_paper_tables(tables: Mapping[str, Any]) -> str:
@@ -505,16 +506,15 @@ def format_paper_tables(tables: Mapping[str, Any]) -> str:
     if tables.get("table3"):
         lines += [
             "",
-            "Table 3 decoders on other encoders (decoder only; patch-14 sizes rounded to a multiple of 14)",
+            "Table 3 decoders (pre-trained encoders, fresh decoders; decoder only, torch GFLOPs)",
             "",
         ]
-        lines += ["| preset | decoder | params | res | size | GFLOPs (paper conv.) | GFLOPs (torch) |"]
-        lines += ["|---|---|---|---|---|---|---|"]
+        res = sorted(int(k.removeprefix("gflops_")) for k in tables["table3"][0] if k.startswith("gflops_"))
+        lines += ["| row | preset | decoder params | " + " | ".join(f"GFLOPs {r}" for r in res) + " |"]
+        lines += ["|---|---|---|" + "---|" * len(res)]
         for r in tables["table3"]:
-            lines.append(
-                f"| {r['preset']} | {r['decoder']} | {r['params']:,} | {r['resolution']} | {r['size']} | "
-                f"{r['gflops_paper']:.2f} | {r['gflops_torch']:.2f} |"
-            )
+            cells = " | ".join(f"{r[f'gflops_{x}']:.2f} ({r[f'size_{x}']} px)" for x in res)
+            lines.append(f"| {r['row']} | `{r['preset']}` | {r['params']:,} | {cells} |")
     return "\n".join(lines)
 
 
