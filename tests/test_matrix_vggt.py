@@ -90,14 +90,14 @@ def test_matches_vggt_reference_outputs() -> None:
     with torch.no_grad():
         xn = (x - model.image_mean) / model.image_std
         tokens = model.encoder.backbone(xn)
-        out = model.decoder.forward_all(model.encoder(xn), tuple(x.shape[-2:]))
+        out = model.decoder.forward_outputs(model.encoder(xn), tuple(x.shape[-2:]))
         depth = model(x)
     for i, tok in enumerate(tokens):
         assert float((tok - t[f"output/tokens.{i}"]).abs().max()) <= TOL
     assert depth.shape == t["output/depth"].shape == (2, 1, *x.shape[-2:])
     assert float((depth - t["output/depth"]).abs().max()) <= TOL
-    assert float((out["confidence"] - t["output/conf"]).abs().max()) <= TOL
-    assert torch.equal(out["prediction"], depth) and depth.std() > 0.1
+    assert float((out["depth_conf"] - t["output/conf"]).abs().max()) <= TOL
+    assert torch.equal(out["depth"], depth) and depth.std() > 0.1
 
 
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])

@@ -116,10 +116,10 @@ def run_ours(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
     with torch.no_grad():
         x = (images - model.image_mean) / model.image_std
         tokens = model.encoder.backbone(x)
-        out = model.decoder.forward_all(model.encoder(x), tuple(images.shape[-2:]))
+        out = model.decoder.forward_outputs(model.encoder(x), tuple(images.shape[-2:]))
         depth = model(images)
-    assert torch.equal(depth, out["prediction"])
-    return {"tokens": tokens, "depth": depth, "conf": out["confidence"]}
+    assert torch.equal(depth, out["depth"])
+    return {"tokens": tokens, "depth": depth, "conf": out["depth_conf"]}
 
 
 def compare(cfg: ModelConfig, size: tuple[int, int], seed: int, matrices: bool = True) -> dict[str, Any]:

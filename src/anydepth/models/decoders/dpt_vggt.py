@@ -17,7 +17,7 @@ Structure (C = token width, 2048 for VGGT-1B; O_i = ``out_channels``; F = ``feat
 
 VGGT-1B's depth head is ``DPTHead(dim_in=2048, output_dim=2, activation="exp", conf_activation="expp1")``:
 32,654,562 parameters. ``forward`` returns the prediction ``[B,1,H,W]`` (what the depth pipeline uses);
-``forward_all`` also returns the confidence.
+``forward_outputs`` also returns the confidence (VGGT's names: ``depth``, ``depth_conf``).
 """
 
 from __future__ import annotations
@@ -243,17 +243,17 @@ class VGGTDPTDecoder(Decoder):
         raw: Tensor = s.output_conv2(out)
         return raw
 
-    def forward_all(self, enc: EncoderOutput, out_hw: tuple[int, int]) -> dict[str, Tensor]:
+    def forward_outputs(self, enc: EncoderOutput, out_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Prediction and confidence.
 
         Returns:
-            ``{"prediction": [B,1,H,W] (activated; in the model's output space), "confidence": [B,1,H,W]}``.
+            ``{"depth": [B,1,H,W] (= ``forward``; in the model's output space), "depth_conf": [B,1,H,W]}``.
         """
         raw = self.forward_raw(enc, out_hw)
         pred, conf = raw[:, :-1], raw[:, -1:]
         return {
-            "prediction": _activate(pred, self.activation),
-            "confidence": _activate(conf, self.conf_activation),
+            "depth": _activate(pred, self.activation),
+            "depth_conf": _activate(conf, self.conf_activation),
         }
 
     def forward(self, enc: EncoderOutput, out_hw: tuple[int, int]) -> Tensor:
