@@ -5,11 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= all,dev,ref
 
-.PHONY: setup test test-all lint typecheck demo clean-venv
+.PHONY: setup test test-all test-browser test-packaging lint typecheck demo clean-venv
+
+# The package declares a torch range (pyproject.toml); the tested CPU wheel is pinned here, installed first.
+TORCH_PIN ?= torch==2.13.0
+ARTIFACTS ?= artifacts
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
@@ -20,6 +24,14 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
+
+# the web page in headless Chromium (needs Debian's chromium + chromium-driver); fails instead of skipping
+test-browser: $(STAMP)
+	ANYDEPTH_REQUIRE_BROWSER=1 ANYDEPTH_TEST_ARTIFACTS=$(abspath $(ARTIFACTS)) $(PY) -m pytest -q -m slow tests/test_serve_browser.py
+
+# build sdist + wheel, install the wheel into a fresh venv, run the CLI and the web page's files from it
+test-packaging: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_packaging.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard scripts)

@@ -2,10 +2,10 @@
 """Time the *official* AnyDepth ``SDTHead`` against this package's eager and fast SDT decoders, interleaved.
 
 The official code is not part of the project and is never imported by the package. Extract it first from
-the mirrored repository (a bare git directory)::
+a clone of https://github.com/AIGeeksGroup/AnyDepth (``OFFICIAL_REPO``: its path, bare or not)::
 
     mkdir -p /tmp/official
-    git -C /work/.mirror/AIGeeksGroup+AnyDepth/repo show HEAD:model/sdt_head.py > /tmp/official/sdt_head.py
+    git -C "$OFFICIAL_REPO" show HEAD:model/sdt_head.py > /tmp/official/sdt_head.py
 
 then run::
 
@@ -37,8 +37,8 @@ import torch
 def _load_official(path: Path) -> type:
     if not path.is_file():
         raise SystemExit(
-            f"{path} not found; extract it with: git -C /work/.mirror/AIGeeksGroup+AnyDepth/repo "
-            f"show HEAD:model/sdt_head.py > {path}"
+            f"{path} not found; extract it from a clone of https://github.com/AIGeeksGroup/AnyDepth with: "
+            f"git -C OFFICIAL_REPO show HEAD:model/sdt_head.py > {path}"
         )
     spec = importlib.util.spec_from_file_location("official_sdt_head", path)
     assert spec is not None and spec.loader is not None
@@ -63,7 +63,7 @@ def _randomize(decoder: torch.nn.Module, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--official", type=Path, default=Path("/tmp/official/sdt_head.py"), help="official sdt_head.py"
+        "--official", type=Path, required=True, help="the official sdt_head.py (extracted as described above)"
     )
     ap.add_argument("--encoder", default="vits16", choices=["vits16", "vitb16", "vitl16"])
     ap.add_argument("--resolutions", default="256,512", help="comma-separated square sizes")

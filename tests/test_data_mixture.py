@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -101,3 +102,21 @@ def test_build_dataset_from_config_dicts(tmp_path):
     assert len(mix) == 9 and mix.weights == pytest.approx([2 / 3, 1 / 3])
     with pytest.raises(ValueError, match="every dataset or for none"):
         build_mixture([spec, {"name": "synthetic", "length": 4}])
+
+
+def test_trainer_datasets_use_the_one_mixture():
+    # engine.data.build_datasets: no weights = concatenation; weights = build_mixture (share of samples drawn)
+    from anydepth.engine.config import DatasetSpec
+    from anydepth.engine.data import build_datasets
+
+    a = DatasetSpec(name="synthetic", kwargs={"length": 2, "size": (8, 8)})
+    b = DatasetSpec(name="synthetic", kwargs={"length": 6, "size": (8, 8)})
+    plain = build_datasets([a, b])
+    assert isinstance(plain, ConcatDepthDataset) and len(plain) == 8
+    mixed = build_datasets([dataclasses.replace(a, weight=3.0), dataclasses.replace(b, weight=1.0)], seed=4)
+    assert isinstance(mixed, MixtureDataset) and len(mixed) == 8
+    assert mixed.weights == pytest.approx([0.75, 0.25])  # independent of the sizes 2 and 6
+    with pytest.raises(ValueError, match="every dataset or for none"):
+        build_datasets([dataclasses.replace(a, weight=3.0), b])
+    with pytest.raises(ValueError, match="unknown option"):
+        build_datasets([DatasetSpec(name="synthetic", kwargs={"no_such_option": 1})])

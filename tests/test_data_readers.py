@@ -20,8 +20,6 @@ from anydepth.data.datasets.vkitti2 import VKITTI2Dataset
 from anydepth.registry import DATASETS
 from anydepth.types import DepthSpace
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rgbd"
-
 
 def _rgb(path: Path, h: int, w: int, seed: int = 0) -> None:
     io.write_image(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -305,16 +303,15 @@ def test_folder_list_with_per_sample_scale(tmp_path):
     assert ds[0].intrinsics.fx == 5.0
 
 
-@pytest.mark.skipif(not (FIXTURES / "manifest.json").is_file(), reason="shared RGB-D fixtures not available")
-def test_folder_reads_real_fixture_frames():
-    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+def test_folder_reads_real_fixture_frames(rgbd_fixtures: Path):
+    manifest = json.loads((rgbd_fixtures / "manifest.json").read_text())
     by_scale: dict[float, list[dict]] = {}
     for s in manifest["samples"]:
         by_scale.setdefault(float(s["depth_scale"]), []).append(s)
     n = 0
     for scale, entries in by_scale.items():
         ds = FolderDataset(
-            FIXTURES,
+            rgbd_fixtures,
             pairs=[(e["rgb"], e["depth"]) for e in entries],
             depth_scale=scale,
             intrinsics={e["rgb"]: e["intrinsics"] for e in entries},

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from anydepth.data.collate import collate_samples
+from anydepth.data.collate import Batch, collate, collate_samples
 from anydepth.data.datasets.synthetic import SyntheticDataset
 from anydepth.data.transforms import (
     CenterCrop,
@@ -146,3 +146,25 @@ def test_collate_samples():
     assert collate_samples(samples, include_meta=True)["name"] == ["s0", "s1", "s2"]
     with pytest.raises(ValueError, match="s1"):
         collate_samples([_sample(), _sample(5, 5, seed=1)])
+
+
+def test_transformed_dataset_epoch_keys_equal_set_epoch():
+    # the sampler's (epoch, index) keys and set_epoch + index are one seeding: (seed, epoch, index)
+    ds = SyntheticDataset(length=3, size=(40, 48), seed=2)
+    by_key = TransformedDataset(ds, build_transforms(32), seed=7)
+    by_epoch = TransformedDataset(ds, build_transforms(32), seed=7)
+    by_epoch.set_epoch(3)
+    assert _same(by_key[(3, 1)], by_epoch[1]) and by_key.epoch == 3
+    assert not by_key[(4, 1)].image.equal(by_epoch[1].image)  # another epoch, another augmentation
+
+
+def test_collate_builds_batch_directly():
+    samples = [_sample(seed=i) for i in range(2)]
+    samples[1] = dataclasses.replace(samples[1], depth_space=DepthSpace.DISPARITY_AFFINE_INVARIANT)
+    b = collate(samples)
+    assert isinstance(b, Batch) and b.names == ["s0", "s1"]
+    assert b.depth_space == [samples[0].depth_space, DepthSpace.DISPARITY_AFFINE_INVARIANT]
+    d = collate_samples(samples)
+    assert b.image.equal(d["image"]) and b.depth.equal(d["depth"]) and b.valid.equal(d["valid"])
+    with pytest.raises(ValueError, match="s1"):
+        collate([_sample(), _sample(5, 5, seed=1)])

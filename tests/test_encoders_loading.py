@@ -174,8 +174,17 @@ def test_meta_k_bias_is_masked_not_rejected() -> None:
     """Meta's files may hold anything in the masked K third: it is loaded and ignored, as in Meta's code."""
     src = _v3()
     sd = _randomized_sd(src)
+    zero_k = {k: v.clone() for k, v in sd.items()}
+    zero_k["blocks.0.attn.qkv.bias"][32:64] = 0.0
     sd["blocks.0.attn.qkv.bias"][32:64] = 5.0
-    load_backbone_weights(_v3(), sd)
+    dst, ref = _v3(), _v3()
+    load_backbone_weights(dst, sd)
+    load_backbone_weights(ref, zero_k)
+    assert torch.equal(dst.blocks[0].attn.qkv.bias[32:64], torch.full((32,), 5.0))  # loaded as in the file
+    _same_outputs(dst, ref)  # ... and ignored: the same outputs as with a zero K bias
+    ref.blocks[0].attn.qkv.bias.data[:32] += 1.0  # the Q third is used: the comparison can fail
+    with pytest.raises(AssertionError):
+        _same_outputs(dst, ref)
 
 
 def test_zero_qkv_bias_dropped_for_bias_free_backbone() -> None:

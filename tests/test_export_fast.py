@@ -1,8 +1,8 @@
-"""The fast inference path (``anydepth.export.fast``) gives the plain model's numbers, tiled or not."""
+"""The fast inference path (``anydepth.models.fast``, old path ``anydepth.export.fast``) gives the plain model's numbers, tiled or not."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,33 +22,13 @@ from anydepth.export.fast import (
     resolve_conv_algo,
 )
 from anydepth.models.decoders.sdt import SDTDecoder
-from anydepth.models.layers.dysample import DySample
 
 FP32_TOL = 1e-4
 
 
-def _nontrivial(model: nn.Module, seed: int = 0, offset_std: float = 0.3) -> nn.Module:
-    """He-scaled conv weights, random BN statistics and sizeable DySample offsets: every layer matters.
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small per-tile ops: no OpenMP barrier stalls
 
-    With the default init the tiny models output an almost constant map, which would hide tiling errors.
-    """
-    g = torch.Generator().manual_seed(seed)
-    dysample_convs = {id(c) for m in model.modules() if isinstance(m, DySample) for c in m.children()}
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        elif isinstance(m, DySample):
-            m.offset.weight.data.normal_(0, offset_std, generator=g)
-            if m.scope is not None:
-                m.scope.weight.data.normal_(0, 0.3, generator=g)
-        elif isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and id(m) not in dysample_convs:
-            m.weight.data.normal_(0, math.sqrt(2.0 / m.weight[0].numel()), generator=g)
-            if m.bias is not None:
-                m.bias.data.normal_(0, 0.1, generator=g)
-    return model.eval()
+Nontrivial = Callable[..., nn.Module]  # the conftest fixture ``nontrivial``
 
 
 def _enc(decoder: nn.Module, hw: tuple[int, int], batch: int = 2, seed: int = 3):
@@ -57,32 +37,23 @@ def _enc(decoder: nn.Module, hw: tuple[int, int], batch: int = 2, seed: int = 3)
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # many small per-tile ops: one thread avoids OpenMP barrier stalls on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def sdt() -> SDTDecoder:
+def sdt(nontrivial: Nontrivial) -> SDTDecoder:
     torch.manual_seed(0)
-    dec = _nontrivial(anydepth.create_model("sdt_test").decoder)
+    dec = nontrivial(anydepth.create_model("sdt_test").decoder)
     assert isinstance(dec, SDTDecoder)
     return dec
 
 
-def test_fold_bn_matches_module() -> None:
+def test_fold_bn_matches_module(nontrivial: Nontrivial) -> None:
     torch.manual_seed(0)
     conv, bn = nn.Conv2d(4, 6, 3, padding=1, bias=True), nn.BatchNorm2d(6)
-    _nontrivial(nn.Sequential(conv, bn))
+    nontrivial(nn.Sequential(conv, bn))
     x = torch.randn(2, 4, 7, 5)
     w, b = fold_bn_after(conv, bn)
     torch.testing.assert_close(nn.functional.conv2d(x, w, b, padding=1), bn(conv(x)), atol=1e-5, rtol=1e-5)
     bn2, proj = nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1)
-    _nontrivial(nn.Sequential(bn2, proj))
+    nontrivial(nn.Sequential(bn2, proj))
     w, b = fold_bn_before(bn2, proj)
     torch.testing.assert_close(nn.functional.conv2d(x, w, b), proj(bn2(x)), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="unpadded"):
@@ -125,10 +96,10 @@ def test_sdt_tiled_equals_untiled(sdt: SDTDecoder) -> None:
         torch.testing.assert_close(tiled, untiled, atol=1e-5, rtol=0)
 
 
-def test_sdt_tiling_exact_with_large_offsets() -> None:
+def test_sdt_tiling_exact_with_large_offsets(nontrivial: Nontrivial) -> None:
     # offsets of several pixels force the tile slabs to widen beyond the default margin
     torch.manual_seed(1)
-    dec = _nontrivial(anydepth.create_model("sdt_test").decoder, seed=5, offset_std=5.0)
+    dec = nontrivial(anydepth.create_model("sdt_test").decoder, seed=5, offset_std=5.0)
     enc = _enc(dec, (5, 4), batch=1)
     with torch.no_grad():
         ref = dec.forward_raw(enc)
@@ -136,12 +107,12 @@ def test_sdt_tiling_exact_with_large_offsets() -> None:
         assert (FastSDTDecoder(dec, **kw).forward_raw(enc) - ref).abs().max() <= FP32_TOL
 
 
-def test_sdt_bilinear_ablation_and_no_cls() -> None:
+def test_sdt_bilinear_ablation_and_no_cls(nontrivial: Nontrivial) -> None:
     torch.manual_seed(2)
     cfg = anydepth.models.factory.get_model_config("sdt_test").replace(
         decoder_kwargs={"upsampler": "bilinear", "use_cls_token": False, "use_sde": False}
     )
-    dec = _nontrivial(anydepth.create_model(cfg).decoder)
+    dec = nontrivial(anydepth.create_model(cfg).decoder)
     enc = _enc(dec, (5, 6))
     with torch.no_grad():
         ref = dec(enc, (80, 96))
@@ -149,9 +120,9 @@ def test_sdt_bilinear_ablation_and_no_cls() -> None:
         assert (FastSDTDecoder(dec, tile_rows=t)(enc, (80, 96)) - ref).abs().max() <= FP32_TOL
 
 
-def test_dpt_fast_matches_plain() -> None:
+def test_dpt_fast_matches_plain(nontrivial: Nontrivial) -> None:
     torch.manual_seed(3)
-    dec = _nontrivial(anydepth.create_model("dpt_test").decoder)
+    dec = nontrivial(anydepth.create_model("dpt_test").decoder)
     for hw in ((4, 4), (6, 8), (3, 5)):
         enc = _enc(dec, hw)
         with torch.no_grad():
@@ -163,9 +134,9 @@ def test_dpt_fast_matches_plain() -> None:
 
 
 @pytest.mark.parametrize("name", ["sdt_test", "dpt_test"])
-def test_whole_model_fast_path(name: str) -> None:
+def test_whole_model_fast_path(name: str, nontrivial: Nontrivial) -> None:
     torch.manual_seed(4)
-    model = _nontrivial(anydepth.create_model(name))
+    model = nontrivial(anydepth.create_model(name))
     x = torch.rand(2, 3, 96, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
@@ -191,7 +162,7 @@ def test_winograd_within_tolerance(sdt: SDTDecoder) -> None:
 
 
 def test_conv_algo_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    import anydepth.export.fast as fast
+    import anydepth.models.fast.common as fast
 
     for have in (True, False):
         monkeypatch.setattr(fast, "nnpack_available", lambda have=have: have)
@@ -209,12 +180,12 @@ def test_conv_algo_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_emulated_low_precision_warns_once(
     sdt: SDTDecoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import anydepth.export.fast as fast
+    import anydepth.models.fast.common as fast
 
     monkeypatch.setattr(fast, "native_low_precision", lambda dtype, device="cpu": dtype == torch.float32)
     dec = FastSDTDecoder(sdt, dtype=torch.bfloat16, tile_rows=0)
     enc = _enc(sdt, (2, 2), batch=1)
-    with caplog.at_level("WARNING", logger="anydepth.export.fast"):
+    with caplog.at_level("WARNING", logger="anydepth.models.fast.common"):
         dec.forward_raw(enc)
         dec.forward_raw(enc)
     assert sum("no native kernels" in r.getMessage() for r in caplog.records) == 1

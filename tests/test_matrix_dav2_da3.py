@@ -325,7 +325,7 @@ def test_da3_anyview_encoder_matches_original() -> None:
     assert meta["original_class"].endswith("DinoVisionTransformer")
     sd = {k.removeprefix("state_dict/"): v for k, v in t.items() if k.startswith("state_dict/")}
     from anydepth.models.encoders.base import EncoderWrapper
-    from anydepth.models.encoders.loading import load_backbone_weights
+    from anydepth.models.weights.loading import load_backbone_weights
 
     backbone = ENCODERS.get("da3_test")()
     assert load_backbone_weights(backbone, sd)["layout"] == "da3"

@@ -10,25 +10,18 @@ import torch
 
 from anydepth.cli.main import main
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rgbd"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no intra-op thread contention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_demo_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_tiny_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rgbd_root: Path | None
+) -> None:
     out = tmp_path / "demo"
     args = [
         "demo", "--output", str(out), "--encoder", "dinov3_tiny", "--max-steps", "3", "--train-scenes", "8",
         "--val-scenes", "4", "--size", "32", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
-    if not FIXTURES.is_dir():
-        args += ["--fixtures", ""]
+    args += ["--fixtures", str(rgbd_root) if rgbd_root is not None else ""]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "held-out procedural scenes: AbsRel" in printed
@@ -40,14 +33,14 @@ def test_demo_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     data = json.loads((out / "demo.json").read_text())
     assert data["status"] == "done" and data["steps"] == 3
     assert set(data["synthetic_trained"]) >= {"abs_rel", "delta1"}
-    if FIXTURES.is_dir():
+    if rgbd_root is not None:
         assert data["real_trained"]["all"]["images"] == 10 and (out / "report/real_examples.png").is_file()
     else:
         assert "skipped" in report
     header = (out / "report" / "pointcloud.ply").read_bytes()[:400]
     assert header.startswith(b"ply\n") and b"element vertex" in header
     # a later run replaces what a previous demo wrote (marker file); a foreign directory is refused
-    from anydepth.demo import _prepare_output
+    from anydepth.cli.demo_app import _prepare_output
 
     (out / "run" / "extra.txt").write_text("old")
     _prepare_output(out)

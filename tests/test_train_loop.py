@@ -13,7 +13,8 @@ import anydepth
 from anydepth.cli.main import main
 from anydepth.config import load_config
 from anydepth.engine.config import TrainConfig
-from anydepth.engine.trainer import build_model_for_training, fit
+from anydepth.engine.distributed import DistInfo
+from anydepth.engine.trainer import build_model_for_training, fit, setup, training_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,13 +35,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # tiny tensors: intra-op threads only add contention on the shared 2-core CI machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no intra-op thread contention
 
 
 def tiny(*extra: str) -> TrainConfig:
@@ -95,6 +90,19 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     run = tmp_path_factory.mktemp("straight") / "a"
     res = fit(tiny(), run, progress=False)
     return run, _decoder_state(res.model)
+
+
+def test_setup_and_training_steps_are_fit(tmp_path: Path, straight_run: tuple[Path, dict]) -> None:
+    # fit = setup + training_step per optimizer step (+ logging / validation / checkpoints around them)
+    run = setup(tiny(), tmp_path / "run", dist_info=DistInfo(), resume=False)
+    losses = []
+    while run.step < run.total_steps:
+        losses.append(float(training_step(run).loss))
+    assert run.step == 6 and run.epoch == 1 and run.batch_in_epoch == 2  # 4 micro-batches per epoch
+    ref, got = straight_run[1], _decoder_state(run.model)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    logged = [r["loss"] for r in _train_records(straight_run[0])]
+    assert losses == logged
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path, straight_run: tuple[Path, dict]) -> None:

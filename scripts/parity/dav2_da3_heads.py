@@ -296,7 +296,7 @@ def encoder_parity(da3_dir: Path, hw: tuple[int, int], tiny: bool = False) -> tu
     loader, layout ``da3``) and one image (one view); compared: the tapped features with DA3's normalisation.
     """
     from anydepth.models.encoders.base import EncoderWrapper
-    from anydepth.models.encoders.loading import load_backbone_weights
+    from anydepth.models.weights.loading import load_backbone_weights
 
     vit_cls = import_da3_vit(da3_dir)
     if tiny:

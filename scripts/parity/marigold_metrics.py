@@ -20,7 +20,8 @@ imports torchvision names used only for training; when those packages are missin
 Cases:
     * random: float32 ground truth, masks and predictions (depth-space and disparity-space) on several sizes,
       with each benchmark's clip range, including an ETH3D-like ``alignment_max_res`` case;
-    * fixtures: the real NYUv2 and KITTI frames of ``/work/shared/fixtures/rgbd`` laid out in Marigold's layout;
+    * fixtures: the real NYUv2 and KITTI frames of the shared fixtures (``--fixtures``, default ``../shared/fixtures/rgbd`` next
+      to the repository) laid out in Marigold's layout;
       Marigold's dataset classes produce GT and masks (KB crop, Eigen masks) and anydepth's ``evaluate`` reads the
       same layout and the same prediction files.
 

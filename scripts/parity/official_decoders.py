@@ -2,11 +2,12 @@
 """Numerical parity of anydepth's SDT/DPT decoders with the official AnyDepth heads.
 
 Not part of the package or the test suite. The official code is imported from a directory given on the
-command line (top-level modules ``sdt_head.py`` and ``dpt_head.py``), extracted for example with
+command line (top-level modules ``sdt_head.py`` and ``dpt_head.py``), extracted for example from a clone of
+https://github.com/AIGeeksGroup/AnyDepth (``OFFICIAL_REPO``: its path, bare or not) with
 
     mkdir -p /tmp/official
     for f in sdt_head dpt_head utils; do
-        git -C /work/.mirror/AIGeeksGroup+AnyDepth/repo show HEAD:model/$f.py > /tmp/official/$f.py
+        git -C "$OFFICIAL_REPO" show HEAD:model/$f.py > /tmp/official/$f.py
     done
     .venv/bin/python scripts/parity/official_decoders.py --official-dir /tmp/official
 

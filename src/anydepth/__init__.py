@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 from anydepth import models as _models  # noqa: E402,F401  (registers encoders, decoders and presets)
 from anydepth.models.checkpoint import load_model, save_model  # noqa: E402
 from anydepth.models.factory import count_parameters, create_model, list_models  # noqa: E402
 from anydepth.types import DepthSpace, Intrinsics, Prediction, Sample  # noqa: E402
+from anydepth.version import __version__
 
 __all__ = [
     "__version__",
@@ -43,7 +42,7 @@ def __getattr__(name: str) -> Any:
 
         return predict
     if name == "optimize_for_inference":
-        from anydepth.export.fast import optimize_for_inference
+        from anydepth.models.fast import optimize_for_inference
 
         return optimize_for_inference
     raise AttributeError(f"module 'anydepth' has no attribute {name!r}")

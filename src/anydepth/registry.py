@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "ENCODERS", "DECODERS", "MODELS", "DATASETS", "BENCHMARKS", "FILTERS"]
+__all__ = ["Registry", "ENCODERS", "DECODERS", "FAST_DECODERS", "MODELS", "DATASETS", "BENCHMARKS", "FILTERS"]
 
 
 class Registry(Generic[T]):
@@ -89,6 +89,8 @@ class Registry(Generic[T]):
 # (explicit import lists in ``anydepth.models``, ``anydepth.data``, ``anydepth.eval``; no directory scanning).
 ENCODERS: Registry = Registry("encoder")  # name -> builder(**overrides) -> ViT backbone module
 DECODERS: Registry = Registry("decoder")  # name -> Decoder class, built as cls(in_dims, **kwargs)
+# decoder name (as in DECODERS) -> its inference-only fast version, built as cls(decoder, **options)
+FAST_DECODERS: Registry = Registry("fast decoder")
 MODELS: Registry = Registry("model preset")  # name -> ModelConfig
 DATASETS: Registry = Registry("dataset")  # name -> DepthDataset class
 BENCHMARKS: Registry = Registry("benchmark")  # name -> BenchmarkSpec

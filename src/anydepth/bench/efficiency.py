@@ -328,6 +328,7 @@ def build_runner(
     *,
     tile_rows: int | None = None,
     max_tile_pixels: int | None = None,
+    channels_last: bool | None = None,
     seed: int = 0,
 ) -> Callable[[], torch.Tensor]:
     """A zero-argument callable running one configuration (inputs are created here, once).
@@ -341,6 +342,7 @@ def build_runner(
         batch: B.
         device: where inputs are created.
         tile_rows, max_tile_pixels: tiling for ``fast`` / ``fast_direct`` (SDT).
+        channels_last: memory format of the fast variants (``None``: the fast path's default).
         seed: input RNG seed.
 
     Returns:
@@ -349,8 +351,8 @@ def build_runner(
     Raises:
         ValueError: unknown part/variant, or a variant the decoder does not support.
     """
-    from anydepth.export.fast import fast_decoder, optimize_for_inference
     from anydepth.models.decoders.sdt import SDTDecoder
+    from anydepth.models.fast import fast_decoder, optimize_for_inference
 
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid: {list(PARTS)}")
@@ -362,7 +364,10 @@ def build_runner(
     is_sdt = isinstance(model.decoder, SDTDecoder)
     if variant == "fast_untiled" and not is_sdt:
         raise ValueError("variant 'fast_untiled' is only available for the SDT decoder")
-    opts: dict[str, Any] = {"conv_algo": "direct" if variant in ("fast_direct", "compiled") else "auto"}
+    opts: dict[str, Any] = {
+        "conv_algo": "direct" if variant in ("fast_direct", "compiled") else "auto",
+        "channels_last": channels_last,
+    }
     if is_sdt:
         if variant in ("fast_untiled", "compiled"):
             opts["tile_rows"] = 0
@@ -386,6 +391,8 @@ def build_runner(
             return run_autocast
         fdec = fast_decoder(model.decoder, dtype=dtype, **opts).to(dev)
         if variant == "compiled":
+            with torch.no_grad():
+                fdec(enc, hw)  # one eager call settles the weights' memory format before tracing
             fdec = torch.compile(fdec, dynamic=False)  # type: ignore[assignment]
         return lambda: fdec(enc, hw)
 
@@ -444,6 +451,8 @@ TABLE3_PRESETS: dict[str, str] = {
     "DA3 ViT-L + DPT": "dpt_da3_vitl14",
     "DA3 ViT-L + Dual-DPT": "dualdpt_da3_vitl14",
     "DA3 ViT-L + SDT": "sdt_da3_vitl14",
+    "VGGT-1B + DPT": "dpt_vggt_1b",
+    "VGGT-1B + SDT": "sdt_vggt_1b",
 }
 
 
@@ -623,7 +632,7 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
 
 def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
     """``"skipped: ..."`` for a low-precision dtype this CPU only emulates (unless allowed), else ``""``."""
-    from anydepth.export.fast import native_low_precision
+    from anydepth.models.fast import native_low_precision
 
     dtype = parse_dtype(dtype_name)
     if allow or native_low_precision(dtype, device):

@@ -10,8 +10,9 @@
   with ``LD_PRELOAD=...jemalloc...`` the setting is irrelevant and jemalloc's retained pages count).
 * CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the forward.
 
-Run by hand: ``python -m anydepth.bench.memory '{"model": "sdt_test", "resolution": 64}' result.json`` writes
-the result as JSON to ``result.json``.
+The child is ``python -m anydepth.bench.memory_child '<json spec>' result.json`` (run it by hand the same way, e.g.
+with ``'{"model": "sdt_test", "resolution": 64}'``); it builds the runner with ``anydepth.bench.efficiency`` and
+measures it with ``measure_forward_peak``, so this module imports nothing from the benchmark.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["measure_peak_memory", "measure_in_process", "read_proc_status_kib"]
+import torch
+
+__all__ = ["measure_peak_memory", "measure_forward_peak", "read_proc_status_kib"]
 
 _MIB = 1024.0 * 1024.0
 
@@ -46,38 +50,16 @@ def _reset_hwm() -> None:
         f.write("5")
 
 
-def measure_in_process(spec: dict[str, Any]) -> dict[str, Any]:
-    """Measure one configuration in *this* process (what the subprocess runs); see module docstring.
+def measure_forward_peak(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    """Peak memory of one call of ``fn`` (one forward) in *this* process; see module docstring.
 
     Args:
-        spec: ``model`` (preset), ``part``, ``variant``, ``dtype``, ``resolution``, ``batch``, ``device``,
-            ``tile_rows``, ``max_tile_pixels``, ``threads``, ``seed``.
+        fn: the forward to measure (built by ``anydepth.bench.efficiency.build_runner``), run twice.
+        device: where ``fn`` runs (``cpu`` or ``cuda``).
 
     Returns:
         ``{"kind", "peak_mib", "first_call_mib", "process_peak_mib", "baseline_mib"}``.
     """
-    import torch
-
-    from anydepth.bench.efficiency import build_runner, parse_dtype
-    from anydepth.models.factory import build_model, get_model_config
-
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
-    device = torch.device(spec.get("device", "cpu"))
-    torch.manual_seed(int(spec.get("seed", 0)))
-    model = build_model(get_model_config(spec["model"])).eval().to(device)
-    fn = build_runner(
-        model,
-        spec.get("part", "decoder"),
-        spec.get("variant", "eager"),
-        parse_dtype(spec.get("dtype", "float32")),
-        int(spec["resolution"]),
-        int(spec.get("batch", 1)),
-        device,
-        tile_rows=spec.get("tile_rows"),
-        max_tile_pixels=spec.get("max_tile_pixels"),
-        seed=int(spec.get("seed", 0)),
-    )
     if device.type == "cuda":
         with torch.no_grad():
             torch.cuda.synchronize(device)
@@ -155,8 +137,6 @@ def measure_peak_memory(
     Raises:
         RuntimeError: the child failed (its stderr tail is in the message).
     """
-    import torch
-
     spec = {
         "model": model,
         "part": part,
@@ -175,7 +155,7 @@ def measure_peak_memory(
     with tempfile.TemporaryDirectory(prefix="anydepth-mem-") as tmp:
         result_path = Path(tmp) / "result.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "anydepth.bench.memory", json.dumps(spec), str(result_path)],
+            [sys.executable, "-m", "anydepth.bench.memory_child", json.dumps(spec), str(result_path)],
             capture_output=True,
             text=True,
             env=env,
@@ -188,19 +168,3 @@ def measure_peak_memory(
             raise RuntimeError(f"memory measurement of {spec} wrote no result: {proc.stderr.strip()[-500:]}")
         result: dict[str, Any] = json.loads(result_path.read_text())
     return result
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write("usage: python -m anydepth.bench.memory '<json spec>' RESULT.json\n")
-        return 2
-    result = measure_in_process(json.loads(argv[0]))
-    out = Path(argv[1])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

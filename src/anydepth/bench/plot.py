@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anydepth.atomic import atomic_path
+from anydepth.extras import require
 
 __all__ = ["plot_rows"]
 
@@ -49,7 +50,7 @@ def plot_rows(
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "bench plots").FigureCanvasAgg  # noqa: N806
     from matplotlib.figure import Figure
 
     dec_rows = [r for r in rows if r.part == "decoder" and r.variant == "eager" and r.dtype == "float32"]

@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "                  --dataset vkitti2=/data/vkitti2 --output runs/filter --workers 16\n"
             "  anydepth filter --list train.txt --root /data/mine --depth-scale 1000 --output runs/f\n"
             "  anydepth filter --dataset folder@kitti=/data/fix:/tmp/kitti.txt "
-            "--dataset folder@nyu=/data/fix:/tmp/nyu.txt --output runs/f"
+            "--dataset folder@nyu=/data/fix:/tmp/nyu.txt --output runs/f\n"
+            "  anydepth filter --list train.txt --output runs/f --shard 0/2   # machine 1 (shared file system)\n"
+            "  anydepth filter --list train.txt --output runs/f --shard 1/2   # machine 2\n"
+            "  anydepth filter --list train.txt --output runs/f               # merge: same result as one run"
         ),
     )
     src = p.add_argument_group("sources")
@@ -80,6 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=os.cpu_count() or 1,
         help="scoring processes (default: all CPUs; 1 = in process)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="score only shard K (0-based) of N into OUTPUT/shards/K-of-N, for several processes or machines "
+        "(default under torchrun: RANK/WORLD_SIZE); then run the same command without --shard to merge",
     )
     p.add_argument("--chunksize", type=int, default=None, help="samples per task sent to a worker")
     p.add_argument(
@@ -127,7 +137,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--check-rgb", action="store_true", help="decode every RGB image (else check it exists)")
     o.add_argument("--no-plots", action="store_true", help="skip histograms and galleries")
     o.add_argument("--gallery", type=int, default=6, help="samples per gallery (0 = none; default 6)")
-    o.add_argument("--no-parquet", action="store_true", help="do not write scores.parquet even with pyarrow")
+    pq = o.add_mutually_exclusive_group()
+    pq.add_argument(
+        "--parquet",
+        dest="parquet",
+        action="store_true",
+        default=None,
+        help="require scores.parquet (error without pyarrow: pip install 'anydepth[parquet]'); default: written "
+        "when pyarrow is installed",
+    )
+    pq.add_argument("--no-parquet", dest="parquet", action="store_false", help="do not write scores.parquet")
     o.add_argument(
         "--limit", type=int, default=None, help="score at most N new samples, then stop (resumable)"
     )
@@ -271,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    from anydepth.shard import resolve_shard
+
+    shard = resolve_shard(args.shard)
     sources = build_sources(args)
 
     bar = None
@@ -299,8 +321,9 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             plots=not args.no_plots,
             gallery=args.gallery,
-            parquet=not args.no_parquet,
+            parquet=args.parquet,
             progress=progress,
+            shard=shard,
         )
     finally:
         if bar is not None:
@@ -312,6 +335,10 @@ def run(args: argparse.Namespace) -> int:
             f"{res.n_resumed} taken from the previous run"
         )
     if not res.complete:
+        if shard is not None and (args.limit is None or res.n_resumed + res.n_scored >= res.n_total):
+            print(f"shard {shard} done ({res.n_total} samples) in {res.output}; when every shard is done, merge by "
+                  "running the same command without --shard (and outside torchrun)")  # fmt: skip
+            return 1 if args.strict and res.n_unreadable else 0
         print(f"stopped after {res.n_scored} new samples (--limit); rerun the same command to continue")
         return 0
     if not args.quiet:

@@ -25,6 +25,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("demo", "anydepth.cli.demo"),
     ("bench", "anydepth.cli.bench"),
     ("export", "anydepth.cli.export"),
+    ("download", "anydepth.cli.download"),
+    ("push", "anydepth.cli.push"),
 )
 
 
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"anydepth {args.command}: error: {msg}", file=sys.stderr)
         return 2

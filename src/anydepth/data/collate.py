@@ -1,16 +1,76 @@
-"""Batching ``Sample`` objects into tensors for the training loop."""
+"""Batching ``Sample`` objects: ``collate`` builds the trainer's ``Batch``, ``collate_samples`` a dict of tensors."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from anydepth.types import Sample
+from anydepth.types import DepthSpace, Sample
 
-__all__ = ["collate_samples"]
+__all__ = ["Batch", "collate", "collate_samples"]
+
+
+@dataclass
+class Batch:
+    """A collated batch of equally sized samples (what the training loop consumes).
+
+    Attributes:
+        image: ``[B,3,H,W]`` float32 RGB in [0, 1].
+        depth: ``[B,1,H,W]`` float32 ground truth in ``depth_space`` (metric depth in metres usually), 0 where
+            invalid.
+        valid: ``[B,1,H,W]`` bool.
+        depth_space: one ``DepthSpace`` per image.
+        names: sample identifiers.
+    """
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    valid: torch.Tensor
+    depth_space: list[DepthSpace]
+    names: list[str]
+
+    def pin_memory(self) -> Batch:
+        """The same batch with its tensors in pinned memory (``DataLoader(pin_memory=True)`` calls this)."""
+        return Batch(self.image.pin_memory(), self.depth.pin_memory(), self.valid.pin_memory(), self.depth_space,
+                     self.names)  # fmt: skip
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack equally sized ``Sample``s into a ``Batch`` (the ``collate_fn`` of the training and validation loaders).
+
+    Raises:
+        ValueError: empty input or samples of different sizes (names the first mismatch).
+    """
+    t = _stack(samples)
+    return Batch(
+        t["image"], t["depth"], t["valid"], [s.depth_space for s in samples], [s.name for s in samples]
+    )
+
+
+def _stack(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """``image`` float32 ``[B,3,H,W]``, ``depth`` float32 ``[B,1,H,W]``, ``valid`` bool ``[B,1,H,W]``."""
+    if len(samples) == 0:
+        raise ValueError("collate_samples: empty batch")
+    hw = tuple(samples[0].image.shape[-2:])
+    for s in samples:
+        if (
+            tuple(s.image.shape[-2:]) != hw
+            or tuple(s.depth.shape[-2:]) != hw
+            or tuple(s.valid.shape[-2:]) != hw
+        ):
+            raise ValueError(
+                f"collate_samples: sample {s.name!r} has size {tuple(s.image.shape[-2:])}, "
+                f"but {samples[0].name!r} has {hw}; crop or resize to one size first"
+            )
+    return {
+        "image": torch.stack([s.image.float() for s in samples]),
+        "depth": torch.stack([s.depth.float().reshape(1, *hw) for s in samples]),
+        "valid": torch.stack([s.valid.bool().reshape(1, *hw) for s in samples]),
+    }
 
 
 def collate_samples(samples: Sequence[Sample], *, include_meta: bool = False) -> dict[str, Any]:
@@ -28,24 +88,9 @@ def collate_samples(samples: Sequence[Sample], *, include_meta: bool = False) ->
     Raises:
         ValueError: empty input or samples of different sizes (names them).
     """
-    if len(samples) == 0:
-        raise ValueError("collate_samples: empty batch")
-    hw = tuple(samples[0].image.shape[-2:])
-    for s in samples:
-        if (
-            tuple(s.image.shape[-2:]) != hw
-            or tuple(s.depth.shape[-2:]) != hw
-            or tuple(s.valid.shape[-2:]) != hw
-        ):
-            raise ValueError(
-                f"collate_samples: sample {s.name!r} has size {tuple(s.image.shape[-2:])}, "
-                f"but {samples[0].name!r} has {hw}; crop or resize to one size first"
-            )
     nan = math.nan
     batch: dict[str, Any] = {
-        "image": torch.stack([s.image.float() for s in samples]),
-        "depth": torch.stack([s.depth.float().reshape(1, *hw) for s in samples]),
-        "valid": torch.stack([s.valid.bool().reshape(1, *hw) for s in samples]),
+        **_stack(samples),
         "intrinsics": torch.tensor(
             [
                 [s.intrinsics.fx, s.intrinsics.fy, s.intrinsics.cx, s.intrinsics.cy]

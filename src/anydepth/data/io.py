@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from anydepth.atomic import atomic_path
+from anydepth.extras import require
 
 __all__ = [
     "atomic_path",
@@ -230,12 +231,7 @@ def read_exr(path: PathLike, *, channel: str | None = None) -> np.ndarray:
     """
     p = Path(path)
     _require_file(p, "EXR file")
-    try:
-        import OpenEXR
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"reading {p} needs the OpenEXR package: pip install 'anydepth[data]' (or pip install OpenEXR)"
-        ) from e
+    OpenEXR = require("OpenEXR", f"reading {p}")  # noqa: N806
     try:
         with OpenEXR.File(str(p), separate_channels=True) as f:
             chans = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
@@ -271,12 +267,7 @@ def read_hdf5_dataset(path: PathLike, key: str = "dataset") -> np.ndarray:
     """
     p = Path(path)
     _require_file(p, "HDF5 file")
-    try:
-        import h5py
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"reading {p} needs the h5py package: pip install 'anydepth[data]' (or pip install h5py)"
-        ) from e
+    h5py = require("h5py", f"reading {p}")
     try:
         f = h5py.File(p, "r")
     except OSError as e:

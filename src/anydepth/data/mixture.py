@@ -2,8 +2,14 @@
 
 ``build_dataset({"name": "vkitti2", "root": ..., "split_file": ..., "weight": 1.0, **options})`` builds one
 registered reader; ``build_mixture([spec, ...], length=..., seed=...)`` builds a ``MixtureDataset`` using each
-spec's ``weight``. The training worker feeds these from YAML configs (convert OmegaConf containers to plain
-dicts/lists first, e.g. ``OmegaConf.to_container(cfg, resolve=True)``).
+spec's ``weight``. The trainer builds its datasets through these too (``engine.data.build_datasets``); convert
+OmegaConf containers to plain dicts/lists first (e.g. ``OmegaConf.to_container(cfg, resolve=True)``).
+
+The one meaning of ``weight`` (here, in ``MixtureDataset`` and in the training config): a dataset's **share of
+the samples drawn**, independent of its size. Weights ``[3, 1]`` draw 75 % of an epoch's items from the first
+dataset however large either is; a zero weight excludes a dataset. No weight at all means "no mixing": for
+``MixtureDataset``, shares proportional to the sizes; for the trainer, the plain concatenation (every sample
+once per epoch, shuffled by the sampler).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 
 from anydepth.data import datasets as _datasets  # noqa: F401  (registers the readers)
-from anydepth.data.transforms import Transform, make_generator
+from anydepth.data.transforms import Transform, make_generator, seeded_apply
 from anydepth.registry import DATASETS
 from anydepth.types import Sample
 
@@ -162,7 +168,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         k, j = self.locate(i)
         s = self.datasets[k][j]
         if self.transform is not None:
-            s = self.transform(s, make_generator(self.seed, self.epoch, i if i >= 0 else i + self.length))
+            s = seeded_apply(self.transform, s, self.seed, self.epoch, i if i >= 0 else i + self.length)
         return s
 
 
@@ -202,7 +208,10 @@ def build_dataset(spec: Mapping[str, Any]) -> Any:
     for k, v in list(opts.items()):
         if isinstance(v, list):
             opts[k] = tuple(v)
-    return cls(root, **kwargs, **opts)
+    try:
+        return cls(root, **kwargs, **opts)
+    except TypeError as e:
+        raise ValueError(f"dataset {name!r}: bad options {sorted(opts)} ({e})") from None
 
 
 def build_mixture(
@@ -212,10 +221,19 @@ def build_mixture(
     seed: int = 0,
     transform: Transform | None = None,
 ) -> MixtureDataset:
-    """Build each spec with ``build_dataset`` and mix them by their ``weight`` keys.
+    """Build each spec with ``build_dataset`` and mix them by their ``weight`` keys (shares of the samples drawn).
 
     Either every spec has a ``weight`` or none does (then weights are proportional to dataset sizes, i.e. a
     shuffled concatenation).
+
+    Args:
+        specs: ``build_dataset`` dicts.
+        length: items per epoch; default the total size of the datasets.
+        seed: seed of the per-epoch schedules (and of ``transform``).
+        transform: optional seeded transform (see ``MixtureDataset``).
+
+    Raises:
+        ValueError: no specs, weights given for some specs only, bad weights or options.
     """
     if not specs:
         raise ValueError("build_mixture: no dataset specs given")

@@ -34,6 +34,7 @@ __all__ = [
     "CenterCrop",
     "ColorJitter",
     "TransformedDataset",
+    "seeded_apply",
     "build_transforms",
     "derive_seed",
     "make_generator",
@@ -330,9 +331,17 @@ def build_transforms(
 
 
 class TransformedDataset(torch.utils.data.Dataset):
-    """Apply ``transform`` to ``dataset[i]`` with a generator seeded by ``(seed, epoch, i)``.
+    """Apply ``transform`` to ``dataset[i]`` with a generator seeded by ``(seed, epoch, i)``: the one seeded wrapper.
 
-    Reproducible regardless of worker count or order; call ``set_epoch`` each epoch for fresh augmentations.
+    Reproducible regardless of worker count or order. Two ways to say the epoch: call ``set_epoch`` each epoch and
+    index with ``i``, or index with ``(epoch, i)`` (what ``engine.distributed.ShardedSampler(with_epoch=True)``
+    yields, so every DataLoader worker knows the epoch without shared state). Either way ``dataset.set_epoch``
+    (weighted mixtures draw a new schedule per epoch) is called when the epoch changes.
+
+    Args:
+        dataset: map-style dataset of ``Sample``s.
+        transform: ``(sample, generator) -> sample``, e.g. ``build_transforms(...)``.
+        seed: base seed.
     """
 
     def __init__(self, dataset: Any, transform: Transform, seed: int = 0) -> None:
@@ -349,5 +358,16 @@ class TransformedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> Sample:
-        return self.transform(self.dataset[i], make_generator(self.seed, self.epoch, i))
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        if isinstance(key, tuple):
+            epoch, i = key
+            if epoch != self.epoch:
+                self.set_epoch(epoch)
+        else:
+            i = key
+        return seeded_apply(self.transform, self.dataset[i], self.seed, self.epoch, i)
+
+
+def seeded_apply(transform: Transform, sample: Sample, seed: int, epoch: int, index: int) -> Sample:
+    """``transform(sample)`` with the generator of ``(seed, epoch, index)``, the seeding of every augmentation."""
+    return transform(sample, make_generator(seed, epoch, index))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from anydepth.atomic import atomic_path
+from anydepth.extras import require
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "probe_video", "iter_frames", "VideoWriter"]
 
@@ -33,13 +34,7 @@ VIDEO_EXTENSIONS = frozenset(
 
 
 def _import_av() -> Any:
-    try:
-        import av
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "video input/output needs PyAV: pip install 'anydepth[video]' (or pip install av)"
-        ) from e
-    return av
+    return require("av", "video input/output (PyAV)")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Training engine: the one training loop and its parts.
 
 * ``engine.config``: ``TrainConfig`` (schema of ``configs/train/*.yaml``);
-* ``engine.trainer``: ``fit(cfg, run_dir)``, ``evaluate_model``;
-* ``engine.data``: dataset mixture, seeded augmentation, sharded resumable loading;
+* ``engine.trainer``: ``fit(cfg, run_dir)`` = ``setup`` + ``training_step`` per optimizer step + ``validate`` /
+  ``save_training_checkpoint``; ``evaluate_model``;
+* ``engine.data``: the config's datasets through ``anydepth.data`` (mixture, seeded augmentation, ``collate``),
+  sharded resumable loading;
 * ``engine.optim``: parameter groups by glob patterns, AdamW;
 * ``engine.schedule``: linear warm-up + PolyLR;
 * ``engine.ema``: optional exponential moving average;

@@ -68,15 +68,17 @@ class DatasetSpec:
             ``tartanair``, ``synthetic``, ...).
         root: dataset root directory (placeholder paths in the shipped configs; see docs/data.md).
         split_file: list file with one ``rgb_path depth_path`` pair per line (the paper's filtered lists).
-        weight: sampling weight: the dataset contributes ``round(weight * len)`` samples per epoch on average
-            (all 1.0 = plain concatenation, the paper's mixture; see ``engine.data.build_datasets``).
+        weight: the dataset's share of the samples drawn (``anydepth.data.mixture``: the one meaning of weights),
+            independent of its size; give it on every dataset or on none. None everywhere (the default, the
+            paper's recipe) = the plain concatenation, every sample once per epoch (see
+            ``engine.data.build_datasets``).
         kwargs: extra constructor arguments of the dataset class.
     """
 
     name: str = "synthetic"
     root: str | None = None
     split_file: str | None = None
-    weight: float = 1.0
+    weight: float | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,37 +1,35 @@
-"""Data plumbing of the trainer: dataset mixture from the config, seeded augmentation, sharded resumable loading.
+"""Data plumbing of the trainer: the config's datasets through the one data pipeline of ``anydepth.data``.
 
-* ``build_datasets(specs)`` instantiates the registered readers of a mixture through ``anydepth.data.mixture``.
-* ``TrainSampleDataset`` applies the training transform (``anydepth.data.transforms.build_transforms``) with a
-  ``torch.Generator`` seeded from ``(seed, epoch, index)``, so an augmentation never depends on worker
-  scheduling and a resumed run sees exactly the same augmented samples.
-* ``TrainData.iterate(epoch, skip_batches)`` yields collated ``Batch``es of this rank's shard of the epoch,
-  starting after ``skip_batches`` micro-batches (the resume position).
+* ``build_datasets(specs)``: ``anydepth.data.mixture`` builds the readers and, when weights are given, the
+  mixture (``build_mixture``; ``weight`` = share of the samples drawn); without weights the plain concatenation.
+* the training transform (``anydepth.data.transforms.build_transforms``) is applied by the one seeded wrapper,
+  ``anydepth.data.transforms.TransformedDataset``, indexed by ``(epoch, index)``: the generator is seeded from
+  ``(seed, epoch, index)``, so an augmentation never depends on worker scheduling and a resumed run sees exactly
+  the same augmented samples.
+* ``anydepth.data.collate.collate`` builds each ``Batch``; ``TrainData.iterate(epoch, skip_batches)`` yields
+  this rank's shard of the epoch, starting after ``skip_batches`` micro-batches (the resume position).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import torch
 
+from anydepth.data.collate import Batch, collate
+from anydepth.data.mixture import ConcatDepthDataset, MixtureDataset, build_dataset, build_mixture
+from anydepth.data.transforms import Compose, TransformedDataset, build_transforms
 from anydepth.engine.config import DatasetSpec, TrainConfig
 from anydepth.engine.distributed import ShardedSampler
-from anydepth.types import DepthSpace, Sample
-
-if TYPE_CHECKING:
-    from anydepth.data.mixture import ConcatDepthDataset, MixtureDataset
 
 __all__ = [
     "Batch",
     "collate",
-    "build_dataset",
     "build_datasets",
     "spec_to_dict",
-    "TrainSampleDataset",
-    "EvalSampleDataset",
     "TrainData",
     "build_train_loader",
     "build_val_loader",
@@ -41,119 +39,48 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Batch:
-    """A collated batch.
-
-    Attributes:
-        image: ``[B,3,H,W]`` float32 RGB in [0, 1].
-        depth: ``[B,1,H,W]`` float32 ground truth in ``depth_space`` (metric depth in metres usually).
-        valid: ``[B,1,H,W]`` bool.
-        depth_space: one ``DepthSpace`` per image.
-        names: sample identifiers.
-    """
-
-    image: torch.Tensor
-    depth: torch.Tensor
-    valid: torch.Tensor
-    depth_space: list[DepthSpace]
-    names: list[str]
-
-    def pin_memory(self) -> Batch:
-        return Batch(self.image.pin_memory(), self.depth.pin_memory(), self.valid.pin_memory(), self.depth_space,
-                     self.names)  # fmt: skip
-
-
-def collate(samples: Sequence[Sample]) -> Batch:
-    """Stack equally sized ``Sample``s into a ``Batch`` (wraps ``anydepth.data.collate.collate_samples``).
-
-    Raises:
-        ValueError: empty input or samples of different sizes (names the first mismatch).
-    """
-    from anydepth.data.collate import collate_samples
-
-    d = collate_samples(samples, include_meta=True)
-    return Batch(
-        image=d["image"],
-        depth=d["depth"],
-        valid=d["valid"],
-        depth_space=[DepthSpace(x) for x in d["depth_space"]],
-        names=list(d["name"]),
-    )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def spec_to_dict(spec: DatasetSpec) -> dict[str, Any]:
-    """The ``anydepth.data.mixture.build_dataset`` dict of a ``DatasetSpec`` (``root``/``split_file`` only if set)."""
+    """The ``anydepth.data.mixture.build_dataset`` dict of a ``DatasetSpec`` (``root``, ``split_file`` and
+    ``weight`` only if set)."""
     d: dict[str, Any] = {"name": spec.name, **dict(spec.kwargs)}
     if spec.root is not None:
         d["root"] = spec.root
     if spec.split_file is not None:
         d["split_file"] = spec.split_file
+    if spec.weight is not None:
+        d["weight"] = spec.weight
     return d
 
 
-def build_dataset(spec: DatasetSpec) -> torch.utils.data.Dataset:
-    """Instantiate one registered dataset reader from a ``DatasetSpec`` (via ``anydepth.data.mixture``).
-
-    Raises:
-        KeyError: unknown dataset name (lists the registered ones).
-        ValueError: bad options (from the reader).
-    """
-    from anydepth.data.mixture import build_dataset as _build
-
-    try:
-        return _build(spec_to_dict(spec))
-    except TypeError as e:
-        raise ValueError(f"dataset {spec.name!r}: bad options {sorted(spec.kwargs)} ({e})") from None
-
-
 def build_datasets(specs: Sequence[DatasetSpec], *, seed: int = 0) -> ConcatDepthDataset | MixtureDataset:
-    """The training/validation mixture of ``specs``.
+    """The training/validation datasets of ``specs``.
 
-    All weights 1 (the default and the paper's recipe): a plain concatenation
-    (``anydepth.data.mixture.ConcatDepthDataset``), shuffled by the sampler. Otherwise a
-    ``anydepth.data.mixture.MixtureDataset`` whose epoch holds ``sum_k round(w_k * len_k)`` items, each drawn
-    from dataset k with probability proportional to ``w_k * len_k`` (so ``weight`` scales a dataset's share
-    relative to its size); its per-epoch schedule is a pure function of ``(seed, epoch)``.
+    No weights (the default and the paper's recipe): the plain concatenation
+    (``anydepth.data.mixture.ConcatDepthDataset``), shuffled by the sampler, every sample once per epoch.
+    Weights on every spec: ``anydepth.data.mixture.build_mixture``, whose epoch holds as many items as the
+    datasets together, each drawn from dataset k with probability ``w_k / sum w`` (the share of the samples
+    drawn, independent of the sizes); its per-epoch schedule is a pure function of ``(seed, epoch)``.
 
     Raises:
-        ValueError: no dataset, negative weights or an empty mixture.
+        ValueError: no dataset, weights on some specs only, bad weights, bad options or an empty mixture.
+        KeyError: unknown dataset name (lists the registered ones).
     """
-    from anydepth.data.mixture import ConcatDepthDataset, MixtureDataset
-
     if not specs:
         raise ValueError("no datasets given")
-    datasets = [build_dataset(s) for s in specs]
-    weights = [float(s.weight) for s in specs]
-    if any(w < 0 for w in weights):
-        raise ValueError(f"dataset weights must be >= 0, got {weights}")
-    if all(w == 1.0 for w in weights):
-        ds = ConcatDepthDataset(datasets)
-        if len(ds) == 0:
-            raise ValueError("the dataset mixture is empty")
-        return ds
-    sizes = [len(cast(Sized, d)) for d in datasets]  # readers are map-style datasets
-    length = sum(round(w * n) for w, n in zip(weights, sizes, strict=True))
-    if length < 1:
-        raise ValueError(f"the dataset mixture is empty (sizes {sizes}, weights {weights})")
-    return MixtureDataset(
-        datasets, [w * n for w, n in zip(weights, sizes, strict=True)], length=length, seed=seed
-    )
+    if any(s.weight is not None for s in specs):
+        return build_mixture([spec_to_dict(s) for s in specs], seed=seed)
+    ds = ConcatDepthDataset([build_dataset(spec_to_dict(s)) for s in specs])
+    if len(ds) == 0:
+        raise ValueError("the dataset mixture is empty")
+    return ds
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# transforms
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _train_transform(cfg: TrainConfig) -> Callable[[Sample, torch.Generator], Sample]:
-    from anydepth.data.transforms import build_transforms
-
+def _train_transform(cfg: TrainConfig) -> Compose:
     a = cfg.data.augment
     return build_transforms(
         tuple(cfg.data.size),  # type: ignore[arg-type]
@@ -165,72 +92,18 @@ def _train_transform(cfg: TrainConfig) -> Callable[[Sample, torch.Generator], Sa
     )
 
 
-def _eval_transform(size: tuple[int, int]) -> Callable[[Sample, torch.Generator], Sample]:
-    from anydepth.data.transforms import build_transforms
-
-    return build_transforms(tuple(size), train=False)  # type: ignore[arg-type]
-
-
-class TrainSampleDataset(torch.utils.data.Dataset):
-    """Applies a seeded training transform; indexed by ``(epoch, index)`` (see ``ShardedSampler(with_epoch=True)``).
-
-    Args:
-        base: dataset of ``Sample``s.
-        transform: ``(sample, generator) -> sample``.
-        seed: base seed.
-    """
-
-    def __init__(
-        self,
-        base: torch.utils.data.Dataset,
-        transform: Callable[[Sample, torch.Generator], Sample],
-        seed: int,
-    ) -> None:
-        self.base = base
-        self.transform = transform
-        self.seed = int(seed)
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Sample:
-        from anydepth.data.transforms import make_generator
-
-        epoch, index = key
-        if hasattr(self.base, "set_epoch") and getattr(self, "_epoch", None) != epoch:
-            self.base.set_epoch(epoch)  # weighted mixtures draw a new schedule per epoch
-            self._epoch = epoch
-        return self.transform(self.base[index], make_generator(self.seed, epoch, index))
-
-
-class EvalSampleDataset(torch.utils.data.Dataset):
-    """Applies a deterministic evaluation transform (resize short side + centre crop) to ``Sample``s."""
-
-    def __init__(
-        self, base: torch.utils.data.Dataset, transform: Callable[[Sample, torch.Generator], Sample]
-    ):
-        self.base = base
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> Sample:
-        return self.transform(self.base[i], torch.Generator().manual_seed(0))
-
-
 @dataclass
 class TrainData:
     """This rank's training stream.
 
     Attributes:
-        dataset: the wrapped (augmenting) dataset.
+        dataset: the augmenting wrapper, indexed by ``(epoch, index)``.
         sampler: the resumable sharding sampler.
         batch_size, num_workers: DataLoader settings (``drop_last=True``).
         num_samples: length of the mixture (one epoch, all ranks together).
     """
 
-    dataset: TrainSampleDataset
+    dataset: TransformedDataset
     sampler: ShardedSampler
     batch_size: int
     num_workers: int
@@ -265,7 +138,7 @@ def build_train_loader(
 ) -> TrainData:
     """The training stream of ``cfg`` for one rank."""
     base = build_datasets(cfg.data.train, seed=cfg.train.seed)
-    ds = TrainSampleDataset(base, _train_transform(cfg), cfg.train.seed)
+    ds = TransformedDataset(base, _train_transform(cfg), cfg.train.seed)
     sampler = ShardedSampler(len(ds), rank=rank, world_size=world_size, shuffle=True, seed=cfg.train.seed,
                              with_epoch=True)  # fmt: skip
     log.info("training mixture: %d samples from %d dataset(s)", len(ds), len(cfg.data.train))
@@ -287,7 +160,10 @@ def build_val_loader(
         idx = [int(i * len(base) / n) for i in range(n)]
     else:
         idx = list(range(n))
-    ds = EvalSampleDataset(torch.utils.data.Subset(base, idx), _eval_transform(size or resolve_val_size(cfg)))
+    # resize short side + centre crop: deterministic, so the seed of the wrapper does not matter
+    ds = TransformedDataset(
+        torch.utils.data.Subset(base, idx), build_transforms(size or resolve_val_size(cfg), train=False)
+    )
     shard = list(range(rank, len(ds), world_size))
     return torch.utils.data.DataLoader(
         torch.utils.data.Subset(ds, shard),

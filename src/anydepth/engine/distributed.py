@@ -156,7 +156,7 @@ class ShardedSampler(torch.utils.data.Sampler):
         shuffle: shuffle every epoch.
         seed: base seed (the same on every rank).
         with_epoch: yield ``(epoch, index)`` tuples instead of indices, so a dataset wrapper can derive per-sample
-            augmentation seeds from the epoch (``engine.trainer.TrainSampleDataset`` expects this).
+            augmentation seeds from the epoch (``anydepth.data.transforms.TransformedDataset`` accepts these keys).
     """
 
     def __init__(

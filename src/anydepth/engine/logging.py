@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anydepth.extras import require
+
 __all__ = ["RunLogger", "code_version"]
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def code_version() -> dict[str, Any]:
     """Package version, git commit (``None`` outside a git checkout or before the first commit), dirty flag."""
     import torch
 
-    from anydepth import __version__
+    from anydepth.version import __version__
 
     here = Path(__file__).resolve().parent
     commit = _git(["rev-parse", "HEAD"], here)
@@ -89,9 +91,10 @@ class RunLogger:
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             try:
+                require("tensorboard", "TensorBoard event files")
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+            except ImportError as e:
+                log.info("%s; metrics go to metrics.jsonl only", e)
             else:
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
 

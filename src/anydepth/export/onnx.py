@@ -131,7 +131,7 @@ def export_onnx(
         FileExistsError: ``output`` exists and ``overwrite`` is False.
         ValueError: bad sizes, or verification exceeded ``tolerance`` (the file is not written).
     """
-    from anydepth import __version__
+    from anydepth.version import __version__
 
     if not isinstance(model, DepthModel):
         raise ValueError(f"export_onnx needs a DepthModel, got {type(model).__name__}")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anydepth.extras import require
 from anydepth.types import DepthSpace
 
 __all__ = ["OnnxRunner"]
@@ -54,7 +55,7 @@ class OnnxRunner:
         providers: Sequence[str] | None = None,
         optimization: str = "all",
     ) -> None:
-        import onnxruntime as ort
+        ort = require("onnxruntime", "the onnxruntime backend")
 
         self.path = Path(path)
         if not self.path.is_file():

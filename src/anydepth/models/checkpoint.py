@@ -14,40 +14,36 @@ identified by name and hash instead of being copied). When the encoder is random
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from anydepth.atomic import atomic_path
+from anydepth.hub import push_checkpoint, resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
+from anydepth.models.factory import build_model, create_model, get_model_config, load_encoder_weights
+from anydepth.models.weights.layers import ENCODER_LAYERS
+from anydepth.models.weights.loading import encoder_hash, read_checkpoint
+from anydepth.models.weights.official import convert_official_state_dict
+from anydepth.models.weights.vggt import is_vggt_checkpoint, load_vggt_model
+from anydepth.registry import ENCODERS
+from anydepth.version import __version__
 
-__all__ = ["FORMAT", "save_model", "load_model", "encoder_hash", "read_checkpoint_metadata"]
+__all__ = [
+    "FORMAT",
+    "save_model",
+    "load_model",
+    "load_official_checkpoint",
+    "encoder_hash",
+    "read_checkpoint_metadata",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "anydepth.model.v1"
-
-
-def _tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k].detach().to("cpu").contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def encoder_hash(model: DepthModel) -> str:
-    """SHA-256 of the encoder backbone's persistent tensors (names, dtypes, shapes and bytes)."""
-    return _tensor_hash(dict(model.encoder.backbone.state_dict()))
 
 
 def save_model(
@@ -57,8 +53,9 @@ def save_model(
     contents: Literal["auto", "decoder", "full"] = "auto",
     overwrite: bool = False,
     metadata: dict[str, Any] | None = None,
+    repo_id: str | None = None,
 ) -> Path:
-    """Write ``model`` to a safetensors checkpoint (atomically).
+    """Write ``model`` to a safetensors checkpoint (atomically), optionally publishing it on the Hub.
 
     Args:
         model: the model to save.
@@ -67,13 +64,13 @@ def save_model(
             the encoder weights were loaded from a file, full otherwise.
         overwrite: replace an existing file.
         metadata: JSON-serialisable extra information stored under ``user``.
+        repo_id: also upload the checkpoint with a model card to this Hugging Face repository (``ORG/REPO``;
+            ``anydepth.hub.push_checkpoint`` with its defaults; use it directly for metrics, licence, ...).
 
     Returns:
         The path written.
     """
     from safetensors.torch import save_file
-
-    from anydepth import __version__
 
     if contents == "auto":
         contents = "decoder" if model.encoder_source is not None else "full"
@@ -93,6 +90,8 @@ def save_model(
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, os.fspath(tmp), metadata=meta)
+    if repo_id is not None:
+        push_checkpoint(path, repo_id)
     return Path(path)
 
 
@@ -113,22 +112,22 @@ def load_model(
     """Load a checkpoint and return the model in eval mode on the CPU.
 
     Accepts the project's safetensors checkpoints, the official AnyDepth checkpoints (``.pth``/``.pt`` or
-    safetensors in the layouts the official code's ``state_dict()`` produces; see ``anydepth.models.official``) and
-    whole original Depth Anything V2 / Depth Anything 3 models (``anydepth.models.weights.dav2`` / ``.da3``).
+    safetensors in the layouts the official code's ``state_dict()`` produces; see ``load_official_checkpoint``) and
+    whole original VGGT, Depth Anything V2 and Depth Anything 3 models (``anydepth.models.weights.vggt`` /
+    ``.dav2`` / ``.da3``).
     Never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors only).
 
     Args:
-        path: checkpoint file.
-        encoder_weights: encoder weights file, required for decoder-only checkpoints.
+        path: checkpoint file, ``hf://ORG/REPO/FILE[@REVISION]`` or an official alias such as
+            ``anydepth/dav2_sdt_vitb`` (downloaded into the Hugging Face cache; see ``anydepth.hub``).
+        encoder_weights: encoder weights (file or Hub name), required for decoder-only checkpoints.
         check_encoder_hash: for decoder-only checkpoints, require the given encoder weights to have the hash
             recorded at save time (a mismatch means the decoder was trained on another encoder).
 
     Raises:
         FileNotFoundError, ValueError: missing file, unrecognised format, missing/mismatched encoder weights.
     """
-    from anydepth.models.factory import build_model, create_model
-
-    p = Path(path)
+    p = resolve_weights(path)  # local path, hf://ORG/REPO/FILE[@REV] or an alias (anydepth.hub)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
     meta: dict[str, str] = {}
@@ -138,7 +137,12 @@ def load_model(
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
-        from anydepth.models.official import load_official_checkpoint
+        if is_vggt_checkpoint(p):  # facebook/VGGT-1B model.pt / model.safetensors: aggregator + depth head
+            if encoder_weights is not None:
+                raise ValueError(f"{p} is a whole VGGT model (encoder included); do not pass encoder_weights")
+            vggt = load_vggt_model(p)
+            vggt.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(vggt)}
+            return vggt
         from anydepth.models.weights.da3 import is_da3_state_dict, load_da3_checkpoint
         from anydepth.models.weights.dav2 import checkpoint_keys, is_dav2_state_dict, load_dav2_checkpoint
 
@@ -148,7 +152,6 @@ def load_model(
             return load_dav2_checkpoint(p, encoder_weights=encoder_weights)
         if is_da3_state_dict(keys):
             return load_da3_checkpoint(p, encoder_weights=encoder_weights)
-
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
 
     from safetensors.torch import load_file
@@ -184,4 +187,103 @@ def load_model(
             f"{p}: checkpoint does not match its config: missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
     model.load_state_dict(tensors, strict=False)
+    return model.eval()
+
+
+def load_official_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    encoder_weights: str | os.PathLike[str] | None = None,
+    preset: str | Any | None = None,
+    use_backbone_norm: bool | None = None,
+) -> DepthModel:
+    """Load an official AnyDepth checkpoint into a ``DepthModel`` (eval mode, CPU).
+
+    The decoder structure always comes from the checkpoint's shapes. The encoder and tapped layers come from
+    ``preset`` if given, else from the checkpoint's encoder weights (DINOv2/DINOv3 size -> ``dinov2_vitb14`` ...,
+    layers of the release or of the preset table), else (head-only files) from the DINOv3 preset of the head's
+    width, with a warning.
+
+    Args:
+        path: ``.pth``/``.pt`` (read with ``weights_only=True``) or ``.safetensors`` file.
+        encoder_weights: encoder weights for head-only checkpoints (any layout ``create_model`` accepts).
+            Must be None when the checkpoint contains the encoder.
+        preset: preset name or ``ModelConfig`` whose encoder, layer indices and other settings to use (its
+            decoder must be of the checkpoint's kind; its decoder options are replaced by the inferred ones).
+        use_backbone_norm: override the LayerNorm-on-tapped-tokens choice. Defaults: the preset's value (False,
+            the official ``build_depther`` default) for DINOv3; True for the DINOv2-based releases (the default of
+            DAv2's ``get_intermediate_layers``, used by the DAv2+SDT release script; not verified against data).
+
+    Returns:
+        The ``DepthModel``; ``model.config`` records what was inferred, ``model.encoder_source`` the file.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: not an official checkpoint or any mismatch.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    decoder_sd, encoder_sd, info = convert_official_state_dict(read_checkpoint(p))
+    kind, kwargs = info["decoder"], dict(info["decoder_kwargs"])
+    if encoder_sd is not None and encoder_weights is not None:
+        raise ValueError(f"{p} already contains encoder weights; do not pass encoder_weights")
+
+    if isinstance(preset, ModelConfig):
+        base = preset
+    elif preset is not None:
+        base = get_model_config(preset)
+    elif encoder_sd is not None:
+        name = info["encoder_name"]
+        layers = info["layer_indices"] or ENCODER_LAYERS.get(name or "")
+        if name is None or name not in ENCODERS or layers is None:
+            raise ValueError(
+                f"{p}: no anydepth encoder for {info['encoder_family']} width {info['encoder_embed_dim']}; "
+                "pass preset="
+            )
+        base = ModelConfig(
+            encoder=name,
+            decoder=kind,
+            layer_indices=layers,
+            name=f"official:{info['release'] or info['layout']}",
+        )
+    else:
+        dims = {384: "dinov3_vits16", 768: "dinov3_vitb16", 1024: "dinov3_vitl16"}
+        if info["embed_dim"] not in dims:
+            raise ValueError(f"{p}: head-only checkpoint of width {list(info['in_dims'])}; pass preset=")
+        preset = f"{kind}_{dims[info['embed_dim']]}"
+        log.warning("%s holds only the %s head; assuming preset %s (pass preset= to choose)", p, kind, preset)
+        base = get_model_config(preset)
+    if base.decoder != kind:
+        raise ValueError(f"preset {base.name!r} uses decoder {base.decoder!r} but {p} holds a {kind!r} head")
+
+    norm = base.use_backbone_norm
+    if info["layout"] in ("dav2", "da3", "da3_adapter"):
+        norm = True
+    if info["layout"] == "dav2":
+        # The dav2_sdt_vitb release script resizes with align_corners=True and applies a plain ReLU.
+        kwargs.update(min_output=0.0, resize_align_corners=True)
+    if use_backbone_norm is not None:
+        norm = bool(use_backbone_norm)
+    cfg = base.replace(decoder_kwargs=kwargs, use_backbone_norm=norm)
+
+    if encoder_sd is not None:
+        model = build_model(cfg)
+        layout = "meta_dinov3" if info["encoder_family"] == "dinov3" else "meta_dinov2"  # DA3: DINOv2 names
+        try:
+            report = load_encoder_weights(model, encoder_sd, path=p, layout=layout)
+        except ValueError as e:
+            raise ValueError(
+                f"{p}: encoder weights (under {info['encoder_prefix']!r}) do not fit {cfg.encoder}: {e}"
+            ) from None
+        log.info("loaded %s encoder weights from %s: %s", cfg.encoder, p, report)
+    else:
+        if encoder_weights is None:
+            log.warning(
+                "%s: no encoder weights given; the %s encoder stays randomly initialised", p, cfg.encoder
+            )
+        model = create_model(cfg, encoder_weights=encoder_weights)
+    model.decoder.load_state_dict(decoder_sd, strict=True)
+    log.info(
+        "loaded official %s checkpoint %s (%s)", kind.upper(), p, "; ".join(info["notes"]) or info["layout"]
+    )
     return model.eval()

@@ -5,17 +5,27 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from anydepth.hub import resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.decoders.base import Decoder
 from anydepth.models.depth_model import DepthModel
 from anydepth.models.encoders.base import EncoderWrapper
+from anydepth.models.weights.loading import encoder_hash, load_backbone_weights
 from anydepth.registry import DECODERS, ENCODERS, MODELS
 
-__all__ = ["list_models", "get_model_config", "build_model", "create_model", "count_parameters"]
+__all__ = [
+    "list_models",
+    "get_model_config",
+    "build_model",
+    "create_model",
+    "load_encoder_weights",
+    "count_parameters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +67,9 @@ def create_model(
 
     Args:
         name: preset name from ``list_models()`` or a ``ModelConfig``.
-        encoder_weights: local file with pretrained encoder weights in any supported layout (Meta ``.pth``,
-            Hugging Face safetensors or directory, timm, Depth-Anything-V2). Nothing is ever downloaded.
+        encoder_weights: pretrained encoder weights in any supported layout (Meta ``.pth``, Hugging Face
+            safetensors or directory, timm, Depth-Anything-V2): a local path, or ``hf://ORG/REPO/FILE[@REVISION]``
+            (downloaded into the Hugging Face cache; see ``anydepth.hub``). Local paths never touch the network.
         **overrides: ``ModelConfig`` fields to change (``decoder_kwargs``/``encoder_kwargs`` are merged).
             ``None`` values are ignored so unset CLI flags keep preset defaults.
 
@@ -74,13 +85,41 @@ def create_model(
         cfg = cfg.replace(**overrides)
     model = build_model(cfg)
     if encoder_weights is not None:
-        from anydepth.models.checkpoint import encoder_hash
-        from anydepth.models.encoders.loading import load_backbone_weights
-
-        report = load_backbone_weights(model.encoder.backbone, encoder_weights)
-        model.encoder_source = {"path": os.fspath(encoder_weights), "sha256": encoder_hash(model)}
+        # a local path, an hf://ORG/REPO/FILE[@REV] name or an alias (anydepth.hub); the name is recorded
+        report = load_encoder_weights(model, resolve_weights(encoder_weights), path=encoder_weights)
         log.info("loaded encoder weights from %s (%s)", encoder_weights, report)
     return model.eval()
+
+
+def load_encoder_weights(
+    model: DepthModel,
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    layout: str = "auto",
+) -> dict[str, Any]:
+    """Load encoder weights into ``model``'s backbone (exactly, see ``weights.loading.load_backbone_weights``) and
+    record where they came from in ``model.encoder_source`` (``{"path", "sha256"}``: the file and the content hash
+    that decoder-only checkpoints are checked against).
+
+    Args:
+        model: the model (modified in place).
+        source: weights file, or an in-memory state dict (then ``path`` names the file it came from).
+        path: the file recorded in ``encoder_source`` (default: ``source``).
+        layout: ``"auto"`` or one of ``weights.backbones.LAYOUTS``.
+
+    Returns:
+        The loading report of ``load_backbone_weights``.
+
+    Raises:
+        ValueError: the weights do not fit the backbone (unknown, missing or mis-shaped tensors are listed).
+    """
+    report = load_backbone_weights(model.encoder.backbone, source, layout=layout)
+    where = path if path is not None else source
+    if isinstance(where, Mapping):
+        raise ValueError("load_encoder_weights: pass path= (the file) with an in-memory state dict")
+    model.encoder_source = {"path": os.fspath(where), "sha256": encoder_hash(model)}
+    return report
 
 
 def count_parameters(model: str | ModelConfig | nn.Module) -> dict[str, int]:

@@ -23,6 +23,7 @@ import numpy as np
 from anydepth.data import io
 from anydepth.data.filtering.scores import SCORE_FIELDS, ScoreParams, gradient_magnitude, valid_mask
 from anydepth.data.filtering.select import REASONS, SelectionConfig, SelectionResult
+from anydepth.extras import require
 
 __all__ = [
     "read_scores",
@@ -249,9 +250,13 @@ def write_outputs(
     summary: dict[str, Any],
     *,
     sources: Sequence[Any],
-    parquet: bool = True,
+    parquet: bool | None = None,
 ) -> list[Path]:
     """Write ``scores.csv`` (+ parquet), the kept/removed lists and the summary files (all atomically).
+
+    Args:
+        parquet: ``True``: also write ``scores.parquet`` (ImportError naming the ``parquet`` extra without
+            pyarrow); ``None``: when pyarrow is installed; ``False``: never.
 
     Returns:
         the paths written.
@@ -259,12 +264,14 @@ def write_outputs(
     files: list[Path] = []
     text = csv_line(TABLE_COLUMNS) + "".join(csv_line(r[c] for c in TABLE_COLUMNS) for r in table)
     files.append(write_text_atomic(out / "scores.csv", text))
-    if parquet:
+    if parquet or parquet is None:
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            logger.info("pyarrow not installed: scores.parquet not written")
+            pa = require("pyarrow", "writing scores.parquet")
+            pq = require("pyarrow.parquet", "writing scores.parquet")
+        except ImportError as e:
+            if parquet:
+                raise
+            logger.info("%s; scores.parquet not written", e)
         else:
             cols = {c: [r[c] for r in table] for c in TABLE_COLUMNS}
             with io.atomic_path(out / "scores.parquet", overwrite=True) as tmp:
@@ -302,7 +309,7 @@ def plot_histograms(
     rows: Sequence[dict[str, Any]], cut: dict[str, Any], path: Path, *, title: str, min_valid: float
 ) -> Path:
     """Histograms of ``S_dist``, ``S_grad``, ``S_total`` and the valid fraction, with the cut-offs marked."""
-    import matplotlib
+    matplotlib = require("matplotlib", "filter plots (--no-plots skips them)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -358,7 +365,7 @@ def plot_gallery(items: Sequence[dict[str, Any]], path: Path, *, title: str, par
         title: figure title.
         params: score parameters (valid mask and gradient operator).
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "filter plots (--no-plots skips them)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -404,7 +411,7 @@ def plot_gallery(items: Sequence[dict[str, Any]], path: Path, *, title: str, par
 
 def plot_mean_scores(summary: dict[str, Any], path: Path) -> Path:
     """Bar chart of the mean ``S_dist``, ``S_grad`` and ``S_total`` per dataset (the paper's Fig. 5 layout)."""
-    import matplotlib
+    matplotlib = require("matplotlib", "filter plots (--no-plots skips them)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -6,7 +6,7 @@ calls it). Output directory layout::
     run.json                  score parameters and sources (checked when a run is resumed)
     scores.progress.csv       append-only cache, one row per scored sample in completion order (resume state)
     scores.csv                final table in input order: ids, status, every score, kept, reason
-    scores.parquet            the same table, if pyarrow is installed
+    scores.parquet            the same table, if pyarrow is installed (extra ``parquet``)
     lists/<label>.kept.txt    kept samples, lines copied verbatim from the input (same format, extra columns too)
     lists/<label>.removed.txt removed samples: ``rgb_path depth_path reason``
     summary.json, summary.md  counts per dataset (as the paper's Table 1) and mean scores (as its Fig. 5)
@@ -17,6 +17,12 @@ output directory, sources and score parameters skips every sample already scored
 again) and rebuilds the final files, which are written atomically and sorted, so an interrupted-then-resumed run
 gives byte-identical tables and lists to an uninterrupted one. Selection options may change between runs (the
 cached scores are reused). Input data are only ever read.
+
+Several processes or machines (``shard``, see :mod:`anydepth.shard`): shard ``K/N`` scores the samples at positions
+``K, K+N, ...`` of the full sample list into its own run directory ``OUTPUT/shards/K-of-N/`` (resumable like a
+whole run) and stops there. The merge is a run without a shard on the same ``OUTPUT``: it takes every shard's
+cached scores as its resume state (scoring any sample no shard did), so its tables and lists are exactly those of a
+single-process run.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from anydepth.data.filtering.report import (
 )
 from anydepth.data.filtering.scores import SCORE_FIELDS, ScoreParams, quality_scores
 from anydepth.data.filtering.select import SelectionConfig, SelectionResult, select
+from anydepth.shard import SHARDS_DIR, Shard, is_complete, mark_complete, shard_dir, shard_dirs
 
 __all__ = [
     "Source",
@@ -290,7 +297,7 @@ def _prepare_output(out: Path, run_info: dict[str, Any]) -> bool:
     if out.exists():
         if not out.is_dir():
             raise NotADirectoryError(f"output {out} exists and is not a directory")
-        if any(out.iterdir()):
+        if any(p.name != SHARDS_DIR for p in out.iterdir()):
             raise FileExistsError(
                 f"output directory {out} is not empty and holds no {RUN_FILE}; "
                 "choose a new or empty directory (the filter never overwrites other files)"
@@ -298,6 +305,30 @@ def _prepare_output(out: Path, run_info: dict[str, Any]) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     report.write_text_atomic(run_file, json.dumps(run_info, indent=2, sort_keys=True) + "\n")
     return False
+
+
+def _shard_caches(out: Path, run_info: dict[str, Any]) -> list[Path]:
+    """Progress files of the shards of ``out`` (checked to hold scores computed with the same parameters)."""
+    caches = []
+    found = shard_dirs(out)
+    for sh, d in found:
+        run_file = d / RUN_FILE
+        if not run_file.is_file():
+            continue
+        prev = json.loads(run_file.read_text(encoding="utf-8"))
+        if prev.get("score_params") != run_info["score_params"]:
+            raise ValueError(f"{d}: shard {sh} was scored with other score parameters; use the same options")
+        if not is_complete(d):
+            logger.warning("%s: shard %s is not finished; its missing samples are scored now", d, sh)
+        caches.append(d / PROGRESS_FILE)
+    if found and len(found) < found[0][0].count:
+        logger.warning(
+            "%s: %d of %d shards present; the others' samples are scored now",
+            out,
+            len(found),
+            found[0][0].count,
+        )
+    return caches
 
 
 # -- the public entry point --------------------------------------------------------------------------------
@@ -314,8 +345,9 @@ def filter_index(
     limit: int | None = None,
     plots: bool = True,
     gallery: int = 6,
-    parquet: bool = True,
+    parquet: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard: Shard | None = None,
 ) -> FilterResult:
     """Score every sample of ``sources``, apply the selection rule and write the outputs to ``output``.
 
@@ -332,8 +364,11 @@ def filter_index(
             are kept for the next run); for tests and dry runs.
         plots: write the histograms and galleries (needs matplotlib).
         gallery: samples per gallery (lowest and highest ``S_total`` per dataset); 0 disables galleries.
-        parquet: also write ``scores.parquet`` when pyarrow is installed.
+        parquet: also write ``scores.parquet``: ``None`` when pyarrow is installed, ``True`` always (ImportError
+            naming the ``parquet`` extra without it), ``False`` never.
         progress: called as ``progress(done, total)`` after every sample.
+        shard: score only this shard's samples into ``output/shards/K-of-N`` and stop (``complete`` is False);
+            a later call without ``shard`` on the same ``output`` merges the shards (see module docstring).
 
     Returns:
         :class:`FilterResult`.
@@ -350,7 +385,8 @@ def filter_index(
     for lab in labels:
         if not lab or any(ch in lab for ch in "/\\ \t\n"):
             raise ValueError(f"invalid dataset label {lab!r} (no spaces or slashes)")
-    out = Path(output)
+    top = Path(output)
+    out = top if shard is None else shard_dir(top, shard)
     run_info = {
         "format": RUN_FORMAT,
         "version": RUN_VERSION,
@@ -362,8 +398,11 @@ def filter_index(
 
     # previous scores, matched per (label, index) and checked against the current list
     done: dict[tuple[str, int], dict[str, Any]] = {}
-    if resumed:
-        for row in _load_progress(prog_path):
+    caches = [prog_path] if resumed else []
+    if shard is None:
+        caches = _shard_caches(top, run_info) + caches  # merging: this run's own rows come last and win
+    for cache in caches:
+        for row in _load_progress(cache):
             done[(row["dataset"], row["index"])] = row  # the last row of a sample wins
     by_label = {s.label: s for s in sources}
     for (lab, i), row in list(done.items()):
@@ -376,12 +415,14 @@ def filter_index(
                 f"{prog_path}: sample {lab}[{i}] was {row['rgb_path']} {row['depth_path']} in the previous run "
                 f"but is {' '.join(src.dataset.pair(i))} now; use a new --output directory"
             )
-    n_total = sum(len(s.dataset) for s in sources)
+    everything = [(si, i) for si, s in enumerate(sources) for i in range(len(s.dataset))]
+    if shard is not None:
+        everything = shard.take(everything)
+    n_total = len(everything)
     tasks = [
         (si, i)
-        for si, s in enumerate(sources)
-        for i in range(len(s.dataset))
-        if (s.label, i) not in done or done[(s.label, i)]["status"] != "ok"
+        for si, i in everything
+        if (sources[si].label, i) not in done or done[(sources[si].label, i)]["status"] != "ok"
     ]
     n_resumed = n_total - len(tasks)
     if resumed:
@@ -420,6 +461,12 @@ def filter_index(
     n_bad = sum(1 for r in done.values() if r["status"] != "ok")
     if len(todo) < len(tasks):
         logger.info("stopped after %d new samples (limit); rerun to continue", n_new)
+        return FilterResult(False, out, n_total, n_resumed, n_new, n_bad, seconds)
+    if shard is not None:
+        mark_complete(out, shard, {"samples": n_total, "unreadable": n_bad})
+        logger.info(
+            "shard %s scored (%d samples); merge with a run without a shard on %s", shard, n_total, top
+        )
         return FilterResult(False, out, n_total, n_resumed, n_new, n_bad, seconds)
 
     # final table in input order; every value is a Python int/float/str whose text form round-trips exactly, so

@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from anydepth.models.presets import DA3_LAYERS
 from anydepth.models.weights.dav2 import (
     assemble_model,
     check_decoder_state_dict,
     read_whole_model,
     resolve_config,
 )
+from anydepth.models.weights.layers import ENCODER_LAYERS
 
 __all__ = ["is_da3_state_dict", "convert_da3_state_dict", "load_da3_checkpoint"]
 
@@ -89,7 +89,7 @@ def convert_da3_state_dict(
         ValueError: not a DA3 state dict, keys outside the known prefixes, a backbone that is not ViT-L, or a
             head that does not fit.
     """
-    from anydepth.models.official import unwrap_state_dict
+    from anydepth.models.weights.official import unwrap_state_dict
 
     flat, steps = unwrap_state_dict(obj)
     flat = _strip_model(flat)
@@ -138,7 +138,7 @@ def convert_da3_state_dict(
         "decoder": decoder,
         "encoder": encoder,
         "encoder_width": width,
-        "layer_indices": DA3_LAYERS.get(encoder or ""),
+        "layer_indices": ENCODER_LAYERS.get(encoder or ""),
         "in_dims": in_dims,
         "decoder_kwargs": kwargs,
         "dropped_keys": dropped,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from anydepth.models.presets import ENCODER_LAYERS
+from anydepth.models.weights.layers import ENCODER_LAYERS
 
 __all__ = [
     "checkpoint_keys",
@@ -52,7 +52,7 @@ def checkpoint_keys(path: str | os.PathLike[str]) -> list[str]:
         obj: Any = torch.load(os.fspath(p), map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not ours to judge: the caller falls back to the other loaders and their errors
         return []
-    from anydepth.models.official import unwrap_state_dict
+    from anydepth.models.weights.official import unwrap_state_dict
 
     try:
         return list(unwrap_state_dict(obj)[0])
@@ -115,7 +115,7 @@ def read_whole_model(
     path: str | os.PathLike[str], encoder_weights: Any, convert: Any, family: str
 ) -> tuple[Path, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Check the arguments of a whole-model loader, read ``path`` and ``convert`` its state dict (errors name it)."""
-    from anydepth.models.encoders.loading import read_state_dict
+    from anydepth.models.weights.loading import read_state_dict
 
     p = Path(path)
     if not p.is_file():
@@ -133,17 +133,14 @@ def read_whole_model(
 
 def assemble_model(cfg: Any, head: dict[str, torch.Tensor], enc: dict[str, torch.Tensor], path: Path) -> Any:
     """Build ``cfg``, load the (DINOv2-named) backbone and the head whole, record the file as encoder source."""
-    from anydepth.models.checkpoint import encoder_hash
-    from anydepth.models.encoders.loading import load_backbone_weights
-    from anydepth.models.factory import build_model
+    from anydepth.models.factory import build_model, load_encoder_weights
 
     model = build_model(cfg)
     try:
-        report = load_backbone_weights(model.encoder.backbone, enc, layout="meta_dinov2")
+        report = load_encoder_weights(model, enc, path=path, layout="meta_dinov2")
     except ValueError as e:
         raise ValueError(f"{path}: encoder weights do not fit {cfg.encoder}: {e}") from None
     model.decoder.load_state_dict(head, strict=True)
-    model.encoder_source = {"path": os.fspath(path), "sha256": encoder_hash(model)}
     log.info("loaded %s + %s from %s (encoder: %s)", cfg.encoder, cfg.decoder, path, report)
     return model.eval()
 
@@ -172,7 +169,7 @@ def convert_dav2_state_dict(
     Raises:
         ValueError: not a DAv2 state dict, unknown keys, or a head that does not fit.
     """
-    from anydepth.models.official import unwrap_state_dict
+    from anydepth.models.weights.official import unwrap_state_dict
 
     flat, steps = unwrap_state_dict(obj)
     if not is_dav2_state_dict(flat):
