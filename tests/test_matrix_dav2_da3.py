@@ -187,6 +187,10 @@ def test_da3_checkpoint_loads_whole_and_lists_dropped_keys(
     assert set(outs) == want
     if decoder == "dualdpt":
         assert outs["ray"].shape == (1, 6, 24, 40) and (outs["depth_conf"] > 1).all()
+    # the depth pipeline takes the relative-depth output as it is (no disparity inversion)
+    img = torch.rand(3, 42, 70)
+    (pred,) = anydepth.predict(model, [img], resolution="56")
+    assert pred.space is DepthSpace.DEPTH_AFFINE_INVARIANT and pred.value.shape[-2:] == (42, 70)
     # load_model dispatches DA3 files; a tiny backbone has no preset of its own
     with pytest.raises(ValueError, match=r"only ViT-L \(1024\)"):
         anydepth.load_model(path)
@@ -197,6 +201,14 @@ def test_da3_checkpoint_loads_whole_and_lists_dropped_keys(
     m3 = anydepth.load_model(tmp_path / "dec.safetensors", encoder_weights=path)
     with torch.no_grad():
         assert torch.equal(m3(x), y)
+
+
+def test_forward_outputs_of_a_single_output_decoder() -> None:
+    model = anydepth.create_model("sdt_test")
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        outs = model.forward_outputs(x)
+        assert list(outs) == ["depth"] and torch.equal(outs["depth"], model(x))
 
 
 def _png(path: Path, h: int, w: int, seed: int) -> Path:
