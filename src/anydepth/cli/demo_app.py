@@ -203,20 +203,6 @@ def _eval_synthetic(model: Any, data_dir: Path) -> tuple[dict[str, float], dict[
     return metrics, {"image": img.numpy(), "gt": gt.numpy(), "valid": valid.numpy(), "pred": preds.numpy()}
 
 
-def _load_fixtures(fixtures: Path) -> list[dict[str, Any]]:
-    from anydepth.data import io
-
-    manifest = json.loads((fixtures / "manifest.json").read_text(encoding="utf-8"))
-    out = []
-    for s in manifest["samples"]:
-        rgb = io.read_image(fixtures / s["rgb"])
-        raw = io.read_png16(fixtures / s["depth"]).astype(np.float64)
-        depth = raw / float(s["depth_scale"])
-        out.append({"id": s["id"], "dataset": s["dataset"], "rgb": rgb, "depth": depth, "valid": raw > 0,
-                    "intrinsics": s["intrinsics"]})  # fmt: skip
-    return out
-
-
 def _eval_real(model: Any, frames: list[dict[str, Any]], short_side: int) -> tuple[dict, list[np.ndarray]]:
     per: dict[str, dict[str, list[float]]] = {}
     preds = []
@@ -471,7 +457,9 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     fixtures = Path(opts.fixtures) if opts.fixtures else None
     frames = None
     if fixtures is not None and (fixtures / "manifest.json").is_file():
-        frames = _load_fixtures(fixtures)
+        from anydepth.data.rgbd import read_rgbd_manifest
+
+        frames = read_rgbd_manifest(fixtures)
     else:
         res.notes.append(
             f"real RGB-D fixtures not found ({fixtures or 'none given'}): real-frame evaluation skipped"

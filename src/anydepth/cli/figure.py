@@ -45,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, metavar="N", help="use at most N images")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--size", default="384", metavar="SPEC", help="processing size (default short side 384)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    from anydepth.cli.runner import add_runtime_args
+
+    add_runtime_args(p)
     p.add_argument("--encoder-weights", metavar="FILE", help="encoder weights for decoder-only checkpoints")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -60,29 +62,29 @@ def _parse_model(spec: str) -> tuple[str, str]:
     return label, target
 
 
-def build_runners(specs: list[str], device: Any, encoder_weights: str | None) -> dict[str, Any]:
-    """``{label: TorchRunner}`` for ``--model`` specs (checkpoint files or preset names)."""
+def build_runners(args: argparse.Namespace) -> dict[str, Any]:
+    """``{label: runner}`` for the ``--model`` specs (checkpoint files or preset names), each built by
+    ``cli.runner.build_runner`` with the command's ``--device`` / ``--dtype`` / ``--fast``."""
     import anydepth
-    from anydepth.inference import TorchRunner
+    from anydepth.cli.runner import build_runner
 
     runners: dict[str, Any] = {}
-    for spec in specs:
+    for spec in args.models:
         label, target = _parse_model(spec)
         if label in runners:
             raise ValueError(f"--model: label {label!r} given twice (use LABEL=SPEC)")
         if Path(target).is_file():
-            model = anydepth.load_model(target, encoder_weights=encoder_weights)
+            source = {"checkpoint": target, "model": None}
         elif target in anydepth.list_models():
-            model = anydepth.create_model(target, encoder_weights=encoder_weights)
-            log.warning("--model %s: preset with a random decoder (untrained baseline)", target)
+            source = {"checkpoint": None, "model": target}
         else:
             raise ValueError(f"--model {spec!r}: {target!r} is neither a checkpoint file nor a preset name")
-        runners[label] = TorchRunner(model, device=device)
+        ns = argparse.Namespace(**{**vars(args), **source})
+        runners[label] = build_runner(ns).runner
     return runners
 
 
 def run(args: argparse.Namespace) -> int:
-    from anydepth.cli.infer import resolve_device
     from anydepth.vis.figure import (
         compare_models,
         load_benchmark_samples,
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         samples += load_image_samples(args.images)
     if args.max_images is not None:
         samples = samples[: args.max_images]
-    runners = build_runners(args.models, resolve_device(args.device), args.encoder_weights)
+    runners = build_runners(args)
     comp = compare_models(runners, samples, resolution=args.size, progress=log.info)
     summary = write_comparison(comp, args.output, overwrite=args.overwrite)
     for row in summary.get("quality", []):

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from anydepth.cli.runner import add_runtime_args
+
     p = sub.add_parser(
         "live",
         help="live depth from a camera, RTSP/HTTP stream or a video file played in real time",
@@ -38,9 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--model", metavar="PRESET", help="preset name (random decoder: a smoke test only)")
     g.add_argument("--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints)")
     g.add_argument("--size", default="384", metavar="SPEC", help="processing size (default short side 384)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype")
-    g.add_argument("--no-fast", action="store_true", help="plain eager model instead of the fast path")
+    add_runtime_args(
+        g, fast_help="optimised inference path (the default here; --no-fast for the eager model)"
+    )
+    g.add_argument(
+        "--no-fast", dest="fast", action="store_false", help="plain eager model instead of the fast path"
+    )
     g = p.add_argument_group("stream")
     g.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     g.add_argument("--loop", action="store_true", help="restart a video file at its end")
@@ -56,25 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, metavar="F", help="frame rate of the written video (default: source)")
     g.add_argument("--colormap", default="turbo", metavar="NAME", help="colour map (default turbo)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fast=True)
 
 
 _KINDS = ("video", "latest", "png16", "npz")
-
-
-def _runner(args: argparse.Namespace) -> Any:
-    import anydepth
-    from anydepth.cli.infer import resolve_device, resolve_dtype, torch_runner
-
-    if bool(args.checkpoint) == bool(args.model):
-        raise ValueError("give exactly one of --checkpoint FILE or --model PRESET")
-    if args.checkpoint:
-        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
-    else:
-        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
-        log.warning("--model %s has a random decoder: the depth is meaningless", args.model)
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    return torch_runner(model, device, dtype, fast=not args.no_fast)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
     source = parse_source(args.source)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    runner = _runner(args)
+    from anydepth.cli.runner import build_runner
+
+    if not args.checkpoint and not args.model:
+        raise ValueError("give --checkpoint FILE (or --model PRESET for a random-weight smoke test)")
+    runner = build_runner(args).runner
     space = runner.output_space
     colorizer = DepthColorizer(runner, resolution=args.size, colormap=args.colormap, align=not args.per_frame)
     slot = LatestFrame()

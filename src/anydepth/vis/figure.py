@@ -85,21 +85,14 @@ class Comparison:
 
 
 def load_rgbd_samples(root: str | Path) -> list[FigureSample]:
-    """Frames of an RGB-D directory in the fixture format (``manifest.json`` with rgb, depth, depth_scale,
-    intrinsics per sample; see ``shared/fixtures/rgbd``)."""
-    from anydepth.demo import _load_fixtures
+    """Frames of an RGB-D directory in the fixture format (``data.rgbd.read_rgbd_manifest``)."""
+    from anydepth.data.rgbd import read_rgbd_manifest
 
-    p = Path(root)
-    if not (p / "manifest.json").is_file():
-        raise FileNotFoundError(f"{p}: no manifest.json (expected an RGB-D directory in the fixture format)")
     out = []
-    for f in _load_fixtures(p):
+    for f in read_rgbd_manifest(root):
         k = f["intrinsics"]
-        out.append(
-            FigureSample(
-                f["id"], f["rgb"], f["depth"], f["valid"], Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"])
-            )
-        )
+        intr = Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"])
+        out.append(FigureSample(f["id"], f["rgb"], f["depth"], f["valid"], intr))
     return out
 
 
