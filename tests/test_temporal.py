@@ -185,3 +185,49 @@ def test_flicker_benchmark_small_clip() -> None:
     frames, outputs, _ = clip_outputs(0, frames=6, size=(24, 32))
     strip = flicker_strip(frames, outputs, columns=3)
     assert strip.shape == (4 * 24, 3 * 32, 3) and strip.dtype == np.uint8
+
+
+def test_infer_video_is_temporally_aligned_and_anchored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import torch
+
+    import anydepth
+    from anydepth.bench.flicker import synthetic_clip
+    from anydepth.cli.main import main
+    from anydepth.data.io import write_png16
+
+    pytest.importorskip("av")
+    from anydepth.data.video import VideoWriter
+
+    torch.manual_seed(0)
+    model = anydepth.create_model("sdt_test")
+    with torch.no_grad():  # a map that varies over the image (random init alone gives a constant map)
+        model.decoder.head.conv_out.weight.mul_(20.0)
+        model.decoder.head.conv_out.bias.fill_(1.3)
+    ckpt = tmp_path / "tiny.safetensors"
+    anydepth.save_model(model, ckpt, contents="full")
+    clip = list(synthetic_clip(frames=5, size=(48, 64), seed=0))
+    with VideoWriter(tmp_path / "clip.mp4", 10) as vw:
+        for f in clip:
+            vw.write(f.render.rgb)
+    base = [str(tmp_path / "clip.mp4"), "--checkpoint", str(ckpt), "--size", "native", "--save", "npy", "-q"]
+    assert main(["infer", *base, "-o", str(tmp_path / "t")]) == 0
+    index = json.loads((tmp_path / "t" / "clip_frames" / "index.json").read_text())
+    assert index["values"].startswith("temporally aligned") and index["frames"][0]["restarted"]
+    assert all("scale" in f for f in index["frames"])
+    # an anchor that is a positive affine map of the model's own (aligned) disparity: the fit is exact
+    clip_units = np.load(tmp_path / "t" / "clip_frames" / "000000_pred.npy").astype(np.float64)
+    disp = 2.0 * (clip_units - clip_units.min()) / np.ptp(clip_units) + 0.2  # 1/m, depths 0.45 m to 5 m
+    write_png16(tmp_path / "clip_depth.png", np.round(1000.0 / disp).astype(np.uint16))
+    anchored = ["--align-to", str(tmp_path / "clip_depth.png"), "--align-scale", "1000"]
+    assert main(["infer", *base, *anchored, "-o", str(tmp_path / "a")]) == 0
+    summary = json.loads(next((tmp_path / "a").glob("summary*.json")).read_text())
+    assert "metric anchor on frame 0" in summary["inputs"][0]["normalisation"]
+    v0 = np.load(
+        tmp_path / "a" / "clip_frames" / "000000_pred.npy"
+    )  # metric disparity (1/m) after the anchor
+    assert np.median(np.abs(v0 - disp) / disp) < 0.01
+    assert main(["infer", *base, "--video-align", "per-frame", "-o", str(tmp_path / "p")]) == 0
+    index = json.loads((tmp_path / "p" / "clip_frames" / "index.json").read_text())
+    assert index["values"] == "per frame" and "scale" not in index["frames"][0]

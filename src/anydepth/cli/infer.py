@@ -91,6 +91,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"keep every N-th pixel per axis (default 0 = auto, at most {PLY_MAX_POINTS:,} points)")  # fmt: skip
 
     g = p.add_argument_group("video")
+    g.add_argument("--video-align", default="temporal", choices=["temporal", "per-frame"],
+                   help="temporal: align each frame's scale/shift to the previous frames (stable values, see "
+                   "docs/video.md; --align-to anchors frame 0 metrically); per-frame: each frame on its own")  # fmt: skip
     g.add_argument("--video-ema", type=float, default=0.9, metavar="M",
                    help="EMA momentum of the colour range across frames (default 0.9; 0 = per frame)")  # fmt: skip
     g.add_argument("--frame-stride", type=int, default=1, metavar="N", help="process every N-th frame")
@@ -361,10 +364,10 @@ def _setup(state: _Run) -> _Plan:
     if align_path is not None:
         if not align_path.exists():
             raise FileNotFoundError(f"--align-to: no such file or directory: {align_path}")
-        if align_path.is_file() and (len(items) != 1 or items[0].kind != "image"):
+        if align_path.is_file() and len(items) != 1:
             raise ValueError(
-                f"--align-to {align_path} is a single file: it needs exactly one image input (got {len(items)} "
-                "inputs); pass a directory of reference depth maps named like the inputs instead"
+                f"--align-to {align_path} is a single file: it needs exactly one image or video input (got "
+                f"{len(items)} inputs); pass a directory of reference depth maps named like the inputs instead"
             )
 
     t0 = time.perf_counter()
@@ -380,9 +383,10 @@ def _setup(state: _Run) -> _Plan:
 
     images = [it for it in items if it.kind == "image"]
     videos = [it for it in items if it.kind == "video"]
-    if align_path is not None and videos:
+    if align_path is not None and videos and args.video_align != "temporal":
         log.warning(
-            "--align-to applies to images only; %d video(s) get nominal (non-metric) depth", len(videos)
+            "--align-to anchors videos only with --video-align temporal; %d video(s) get nominal depth",
+            len(videos),
         )
     common = dict(
         resolution=resolution,
@@ -534,6 +538,7 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
             "edge_threshold": args.edge_threshold,
             "ply_stride": args.ply_stride,
             "video_ema": args.video_ema,
+            "video_align": args.video_align,
             "frame_stride": args.frame_stride,
             "max_frames": args.max_frames,
             "overwrite": bool(args.overwrite),
@@ -675,11 +680,12 @@ def _run_video(
     from tqdm import tqdm
 
     from anydepth.atomic import atomic_path
-    from anydepth.data.io import write_npy, write_png16
+    from anydepth.data.io import read_depth, write_npy, write_png16
     from anydepth.data.video import VideoWriter, iter_frames, probe_video
     from anydepth.inference import PredictItem, RangeTracker, nearness, predict_iter
     from anydepth.ops.colormap import apply_colormap, to_uint16
     from anydepth.ops.geometry import intrinsics_from_dict
+    from anydepth.ops.temporal import TemporalAligner
 
     args = state.args
     saves = state.saves
@@ -693,6 +699,13 @@ def _run_video(
         expected = min(expected, args.max_frames)
     color_tracker = RangeTracker(args.video_ema)
     value_tracker = RangeTracker(args.video_ema)
+    aligner = TemporalAligner(runner.output_space) if args.video_align == "temporal" else None
+    anchor = None
+    if aligner is not None and args.align_to:
+        ap = Path(args.align_to)
+        ref_file = ap if ap.is_file() else _find_reference(ap, it.rel)
+        anchor = read_depth(ref_file, scale=args.align_scale)  # metric depth of the first processed frame
+        rec["reference"] = str(ref_file)
     frame_records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     bar = tqdm(total=expected, unit="frame", desc=it.path.name, disable=args.quiet, file=sys.stderr)
@@ -708,10 +721,21 @@ def _run_video(
             i = pred.meta.pop("frame")
             rgb = pred.meta.pop("rgb")
             state.forward_s += float(pred.meta.get("forward_s", 0.0))
+            frec: dict[str, Any] = {"frame": i}
+            if aligner is not None:
+                al = aligner.update(pred.value, anchor_depth=anchor if i == 0 else None)
+                pred.value = al.value
+                frec.update(
+                    scale=al.scale, shift=al.shift, inliers=round(al.inliers, 4), restarted=al.restarted
+                )
+                if al.metric and pred.space.is_disparity:
+                    with np.errstate(divide="ignore"):
+                        pred.depth = (1.0 / np.maximum(al.value, 1e-3)).astype(np.float32)  # at most 1000 m
+                    pred.metric = True
             near = nearness(pred.value, pred.space)
             c_lo, c_hi = color_tracker.update(near)
             v_lo, v_hi = (c_lo, c_hi) if near is pred.value else value_tracker.update(pred.value)
-            frec: dict[str, Any] = {"frame": i, "color_range": [c_lo, c_hi]}
+            frec["color_range"] = [c_lo, c_hi]
             if writers:
                 color = apply_colormap(near, args.colormap, vmin=c_lo, vmax=c_hi)
                 if "color" in writers:
@@ -752,6 +776,7 @@ def _run_video(
             "fps": float(fps),
             "space": runner.output_space.value,
             "png16": "value = lo + png / 65535 * (hi - lo) with png16_range = [lo, hi] per frame",
+            "values": "temporally aligned (scale, shift per frame)" if aligner is not None else "per frame",
             "frames": frame_records,
         }
         with atomic_path(outs["index"], overwrite=overwrite or args.skip_existing) as tmp:
@@ -765,7 +790,12 @@ def _run_video(
         fps_output=float(fps),
         frame_hw=[h, w],
         rotation=info.rotation,
-        normalisation=f"EMA of per-frame 1st/99th percentiles, momentum {args.video_ema}",
+        normalisation=(
+            "temporal alignment (ops.temporal)" + (", metric anchor on frame 0" if anchor is not None else "")
+            if aligner is not None
+            else "per frame"
+        )
+        + f"; colour range: EMA of per-frame 1st/99th percentiles, momentum {args.video_ema}",
         time_s=round(elapsed, 3),
         frames_per_s=round(len(frame_records) / max(elapsed, 1e-9), 3),
         version=version,
