@@ -161,3 +161,25 @@ def test_benchmark_samples_and_cli(tmp_path: Path) -> None:
     assert main([*argv, "--indices", "0", "-o", str(out), "--size", "native", "--device", "cpu"]) == 0
     assert (out / "figure.png").is_file() and (out / "quality.json").is_file()
     assert main(["figure", "--model", "sdt_test", "--benchmark", "kitti", "-o", str(out)]) == 2
+
+
+def test_compare_visual_delegates_to_figure(tmp_path: Path) -> None:
+    from anydepth.cli.main import main
+    from anydepth.data.io import write_image
+
+    write_image(tmp_path / "imgs" / "a.png", _samples()[0].rgb)
+    out = tmp_path / "cmp"
+    argv = [
+        "compare",
+        "--visual",
+        "--model",
+        "sdt_test",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--size",
+        "native",
+    ]
+    assert main([*argv, "-o", str(out), "--device", "cpu"]) == 0
+    assert (out / "figure.png").is_file() and (out / "pointclouds.png").is_file()
+    assert main(argv) == 2  # no -o
+    assert main(["compare"]) == 2  # neither results nor --visual

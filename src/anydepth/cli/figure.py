@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The figure options (shared with ``anydepth compare --visual``)."""
+def add_arguments(p: Any, *, output_required: bool = True) -> None:
+    """The figure options on parser or group ``p`` (shared with ``anydepth compare --visual``)."""
     p.add_argument("--model", dest="models", action="append", default=[], metavar="[LABEL=]SPEC",
                    help="checkpoint file or preset name, optionally labelled (repeatable, in column order)")  # fmt: skip
     p.add_argument(
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--indices", type=int, nargs="+", metavar="I", help="benchmark sample indices (default 0-3)"
     )
     p.add_argument("--max-images", type=int, metavar="N", help="use at most N images")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("-o", "--output", required=output_required, metavar="DIR", help="output directory")
     p.add_argument("--size", default="384", metavar="SPEC", help="processing size (default short side 384)")
     from anydepth.cli.runner import add_runtime_args
 
@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.models:
         raise ValueError("give at least one --model (checkpoint file or preset name)")
+    if not args.output:
+        raise ValueError("give -o/--output DIR")
     if not args.rgbd and not args.images and not args.benchmark:
         raise ValueError("give --rgbd DIR, --benchmark NAME --data-root DIR and/or --images PATH ...")
     if bool(args.benchmark) != bool(args.data_root):
