@@ -284,3 +284,32 @@ def test_live_web_router_browser_frames_and_server_stream(tmp_path: Path) -> Non
         session.stop()
         desc = c2.get("/v1/live/stats").json()["server_stream"]
         assert desc["stats"]["frames_out"] >= 2 and desc["running"] is False
+
+
+def test_serve_app_has_the_live_page(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    import anydepth
+    from anydepth.cli.main import build_parser
+    from anydepth.cli.serve import build_app
+
+    clip = _write_ts(tmp_path / "clip.ts", n=5)
+    args = build_parser().parse_args(
+        ["serve", "--model", "sdt_test", "--device", "cpu", "--live", str(clip), "--live-size", "native"]
+    )
+    app, info = build_app(args)
+    assert info["live_session"] is not None and not info["live_session"].running
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # the app only answers loopback Host names
+        assert "getUserMedia" in c.get("/live").text
+        buf = io.BytesIO()
+        Image.fromarray(np.full((32, 48, 3), 120, np.uint8)).save(buf, format="JPEG")
+        assert c.post("/v1/live/frame", content=buf.getvalue()).status_code == 200
+        assert c.get("/v1/live/stats").json()["server_stream"]["source"] == str(clip)
+    plain = anydepth.serve.create_app(anydepth.create_model("sdt_test"), live_page=False)
+    with TestClient(plain, base_url="http://127.0.0.1") as c:
+        assert c.get("/live").status_code == 404

@@ -80,6 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="horizontal FOV when a request gives none and the image has no EXIF focal (default 60)")  # fmt: skip
     g.add_argument("--nominal-range", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
                    help="nominal depth range of point clouds (default 1 10, arbitrary units)")  # fmt: skip
+    g.add_argument("--live", metavar="SOURCE",
+                   help="also run a live stream (camera index/device, RTSP/HTTP URL or video file) shown on /live")  # fmt: skip
+    g.add_argument("--live-size", default="384", metavar="SPEC", help="processing size of the live stream")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")  # fmt: skip
     p.set_defaults(func=run)
@@ -148,8 +151,15 @@ def build_app(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             args.host,
             TOKEN_ENV,
         )
+    session = None
+    if args.live:
+        from anydepth.live import parse_source
+        from anydepth.live.web import DepthColorizer, LiveSession
+
+        session = LiveSession(parse_source(args.live), DepthColorizer(runner, resolution=args.live_size))
     app = create_app(
         runner,
+        live_session=session,
         token=token,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000),
@@ -164,7 +174,12 @@ def build_app(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         flip_tta=args.tta,
         model_info=info,
     )
-    return app, {"token": token, "allowed_hosts": allowed, "device": str(runner.device)}
+    return app, {
+        "token": token,
+        "allowed_hosts": allowed,
+        "device": str(runner.device),
+        "live_session": session,
+    }
 
 
 class _RedactToken(logging.Filter):
@@ -206,5 +221,13 @@ def run(args: argparse.Namespace) -> int:
     )
     # uvicorn's access log prints request paths with their query: hide the one-time "/?token=..." login value.
     logging.getLogger("uvicorn.access").addFilter(_RedactToken())
-    uvicorn.Server(config).run()
+    session = info["live_session"]
+    if session is not None:
+        session.start()
+        print(f"anydepth serve: live stream {args.live} on {url}live", file=sys.stderr)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if session is not None:
+            session.stop()
     return 0

@@ -433,6 +433,8 @@ def create_app(
     edge_threshold: float = 0.05,
     model_info: Mapping[str, Any] | None = None,
     examples_dir: Path | None = EXAMPLES_DIR,
+    live_page: bool = True,
+    live_session: Any | None = None,
 ) -> FastAPI:
     """Build the web app and HTTP API around a model or runner.
 
@@ -457,6 +459,9 @@ def create_app(
         edge_threshold: drop points at relative depth jumps above this (``ops.geometry.depth_edge_mask``).
         model_info: extra entries for ``GET /v1/model`` (e.g. ``{"checkpoint": "model.safetensors"}``).
         examples_dir: folder of bundled example images shown on the page (None: no examples).
+        live_page: add the live page ``/live`` and its API (``anydepth.live.web``: browser camera frames in,
+            colour depth out, one frame at a time per model).
+        live_session: a started ``live.web.LiveSession`` published on the live page as MJPEG (None: none).
 
     Returns:
         The FastAPI application (serve it with uvicorn: ``uvicorn.run(app, host="127.0.0.1", port=8000)``).
@@ -501,6 +506,19 @@ def create_app(
     _add_page_routes(app, sv)
     _add_info_routes(app, sv)
     _add_predict_route(app, sv)
+    if live_page:
+        from anydepth.live.web import create_live_router
+
+        app.include_router(
+            create_live_router(
+                sv.runner,
+                resolution=default_resolution,
+                colormap=default_colormap,
+                session=live_session,
+                max_frame_bytes=max_upload_bytes,
+                max_pixels=max_pixels,
+            )
+        )
     return app
 
 
