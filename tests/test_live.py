@@ -257,7 +257,7 @@ def test_live_web_router_browser_frames_and_server_stream(tmp_path: Path) -> Non
     app = FastAPI()
     app.include_router(create_live_router(runner, resolution="native", max_frame_bytes=200_000))
     client = TestClient(app)
-    assert "getUserMedia" in client.get("/live").text
+    assert "live.js" in client.get("/live").text and "getUserMedia" in client.get("/live.js").text
     buf = io.BytesIO()
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(buf, format="JPEG")
     for _ in range(2):
@@ -305,7 +305,7 @@ def test_serve_app_has_the_live_page(tmp_path: Path) -> None:
     app, info = build_app(args)
     assert info["live_session"] is not None and not info["live_session"].running
     with TestClient(app, base_url="http://127.0.0.1") as c:  # the app only answers loopback Host names
-        assert "getUserMedia" in c.get("/live").text
+        assert "getUserMedia" in c.get("/live.js").text
         buf = io.BytesIO()
         Image.fromarray(np.full((32, 48, 3), 120, np.uint8)).save(buf, format="JPEG")
         assert c.post("/v1/live/frame", content=buf.getvalue()).status_code == 200

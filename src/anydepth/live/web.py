@@ -36,7 +36,7 @@ from anydepth.live.stream import Frame, FrameReader, LatestFrame, LiveSource, Li
 from anydepth.ops.colormap import apply_colormap
 from anydepth.ops.temporal import TemporalAligner
 
-__all__ = ["DepthColorizer", "LiveSession", "create_live_router", "LIVE_PAGE"]
+__all__ = ["DepthColorizer", "LiveSession", "create_live_router", "LIVE_PAGE", "LIVE_JS", "LIVE_CSS"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,14 @@ def create_live_router(
     def live_page() -> Any:
         return HTMLResponse(LIVE_PAGE)
 
+    @router.get("/live.js", include_in_schema=False, response_model=None)
+    def live_js() -> Any:
+        return Response(LIVE_JS, media_type="text/javascript")
+
+    @router.get("/live.css", include_in_schema=False, response_model=None)
+    def live_css() -> Any:
+        return Response(LIVE_CSS, media_type="text/css")
+
     async def live_frame(request: Any) -> Any:
         session_id = str(request.query_params.get("session_id", "default"))[:64]
         body = await request.body()
@@ -279,19 +287,24 @@ def create_live_router(
 LIVE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>anydepth live</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
-.row{display:flex;gap:1rem;flex-wrap:wrap}video,img{max-width:45vw;background:#000}
-button{margin-right:.5rem}#stats{font-family:monospace;margin:.5rem 0}
-</style></head><body>
+<link rel="stylesheet" href="live.css"></head><body>
 <h1>anydepth live</h1>
 <p><button id="cam">Use my camera</button><button id="srv">Server stream</button><button id="stop">Stop</button>
-<a href="/" style="color:#9cf">single images</a></p>
+<a href="./">single images</a></p>
 <div id="stats">idle</div>
 <div class="row"><video id="video" autoplay playsinline muted></video><img id="depth" alt="depth"></div>
 <canvas id="canvas" hidden></canvas>
-<script>
-"use strict";
+<script src="live.js"></script></body></html>
+"""
+
+#: The live page's stylesheet (served at ``/live.css``: the app's CSP allows no inline styles).
+LIVE_CSS = """body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
+.row{display:flex;gap:1rem;flex-wrap:wrap}video,img{max-width:45vw;background:#000}
+button{margin-right:.5rem}a{color:#9cf}#stats{font-family:monospace;margin:.5rem 0}
+"""
+
+#: The live page's script (served at ``/live.js``: the app's CSP allows no inline scripts).
+LIVE_JS = """"use strict";
 const video = document.getElementById("video"), depth = document.getElementById("depth");
 const canvas = document.getElementById("canvas"), stats = document.getElementById("stats");
 const session = Math.random().toString(36).slice(2);
@@ -304,7 +317,7 @@ async function loop() {
     canvas.getContext("2d").drawImage(video, 0, 0);
     const blob = await new Promise(r => canvas.toBlob(r, "image/jpeg", 0.8));
     const sent = performance.now();
-    const res = await fetch("/v1/live/frame?session_id=" + session, {method: "POST", body: blob,
+    const res = await fetch("v1/live/frame?session_id=" + session, {method: "POST", body: blob,
       headers: {"Content-Type": "image/jpeg"}, credentials: "same-origin"});
     if (res.status === 429) { await new Promise(r => setTimeout(r, 10)); continue; }
     if (!res.ok) { show("error: " + (await res.text())); running = false; break; }
@@ -323,11 +336,11 @@ document.getElementById("cam").onclick = async () => {
   running = true; frames = 0; t0 = performance.now(); loop();
 };
 document.getElementById("srv").onclick = async () => {
-  const s = await (await fetch("/v1/live/stats", {credentials: "same-origin"})).json();
+  const s = await (await fetch("v1/live/stats", {credentials: "same-origin"})).json();
   if (!s.server_stream) { show("no server-side stream (anydepth serve --live SOURCE)"); return; }
-  running = false; depth.src = "/v1/live/stream.mjpg";
+  running = false; depth.src = "v1/live/stream.mjpg";
   const tick = async () => {
-    const st = (await (await fetch("/v1/live/stats", {credentials: "same-origin"})).json()).server_stream;
+    const st = (await (await fetch("v1/live/stats", {credentials: "same-origin"})).json()).server_stream;
     if (!st) return;
     show(`server stream ${st.source}: ${st.stats.fps.toFixed(1)} fps, latency ${st.stats.latency_ms.toFixed(0)} ms, ` +
          `dropped ${st.stats.dropped}, reconnects ${st.stats.reconnects}${st.error ? ", " + st.error : ""}`);
@@ -340,5 +353,4 @@ document.getElementById("stop").onclick = () => {
   if (video.srcObject) { video.srcObject.getTracks().forEach(t => t.stop()); video.srcObject = null; }
   show("stopped");
 };
-</script></body></html>
 """
