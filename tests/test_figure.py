@@ -158,7 +158,7 @@ def test_benchmark_samples_and_cli(tmp_path: Path) -> None:
     assert (s.depth[s.valid] <= 80.0).all()
     out = tmp_path / "fig"
     argv = ["figure", "--model", "sdt_test", "--benchmark", "kitti", "--data-root", str(tmp_path / "data")]
-    assert main([*argv, "--indices", "0", "-o", str(out), "--size", "native", "--device", "cpu"]) == 0
+    assert main([*argv, "--indices", "0", "-o", str(out), "--size", "64", "--device", "cpu"]) == 0
     assert (out / "figure.png").is_file() and (out / "quality.json").is_file()
     assert main(["figure", "--model", "sdt_test", "--benchmark", "kitti", "-o", str(out)]) == 2
 
