@@ -3,6 +3,12 @@
 A thin layer over ``anydepth.inference.predict_iter``: it expands the inputs, reads them, resolves camera
 intrinsics and reference depth, writes the requested outputs atomically and a ``summary.json``. See
 ``docs/inference.md`` for every flag.
+
+Several processes or machines (``--shard K/N`` or torchrun's ``RANK``/``WORLD_SIZE``, see ``anydepth.shard``):
+shard ``K/N`` processes the inputs ``K, K+N, ...`` of the expanded list (images, then videos; a video is one
+item), writes their outputs where one run would and its ``summary.json`` + ``shard.json`` into
+``OUTPUT/shards/K-of-N/``. The same command without a shard then merges the shard summaries into ``summary.json``
+(``_merge_shards``; no model is loaded, nothing is recomputed).
 """
 
 from __future__ import annotations
@@ -101,6 +107,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ex.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs exist (resume)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
+    g.add_argument("--shard", metavar="K/N",
+                   help="process only shard K (0-based) of N (inputs K, K+N, ...; summary in OUTPUT/shards/K-of-N), "
+                   "for several processes or machines (default under torchrun: RANK/WORLD_SIZE); then run the "
+                   "same command without --shard (and outside torchrun) to merge the summaries")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -269,6 +279,8 @@ class _Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out_dir = Path(args.output)
+        self.summary_dir = self.out_dir  # OUTPUT/shards/K-of-N for a shard (_shard_items)
+        self.summary_path: Path | None = None
         self.saves = _parse_save(args.save)
         self.records: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
@@ -315,14 +327,113 @@ class _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary."""
+    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary; a shard keeps its
+    items only; without a shard, over shard directories, the merge of their summaries."""
+    from anydepth.shard import mark_complete, resolve_shard, shard_dirs
+
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state = _Run(args)
+    shard = resolve_shard(args.shard)
+    if shard is None and shard_dirs(state.out_dir):
+        return _merge_shards(state)
     plan = _setup(state)
+    if shard is not None:
+        _shard_items(state, plan, shard)
     _image_phase(state, plan)
     _video_phase(state, plan)
-    return _finish(state, plan, t_start, started)
+    rc = _finish(state, plan, t_start, started)
+    if shard is not None and state.summary_path is not None:
+        mark_complete(state.summary_dir, shard, {"summary": state.summary_path.name})
+    return rc
+
+
+def _shard_items(state: _Run, plan: _Plan, shard: Any) -> None:
+    """Keep the items of ``shard`` (positions ``K, K+N, ...`` of images then videos); its summary goes to
+    ``OUTPUT/shards/K-of-N``. Input errors are no items: every shard records them (the merge keeps one copy)."""
+    from anydepth.shard import shard_dir
+
+    mine = {id(it) for it in shard.take(plan.images + plan.videos)}
+    plan.images = [it for it in plan.images if id(it) in mine]
+    plan.videos = [it for it in plan.videos if id(it) in mine]
+    state.summary_dir = shard_dir(state.out_dir, shard)
+    state.summary_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: Arguments that may differ between the shards of one run and its merge.
+_PER_PROCESS_ARGS = frozenset({"shard", "overwrite", "skip_existing", "quiet", "device"})
+
+
+def _merge_shards(state: _Run) -> int:
+    """Merge the summaries of ``OUTPUT/shards/*`` into ``OUTPUT/summary.json``, records in the order of one run.
+
+    The outputs are already in place (shards write them where one run would); times are combined: ``started``
+    the earliest, ``finished`` the latest, ``timings`` summed over shards (process time).
+
+    Raises:
+        ValueError: a shard is missing, unfinished or was run with other arguments; an output a shard reported is
+            missing; the shards' items are not those of the inputs.
+    """
+    from anydepth.data.inputs import expand_inputs
+    from anydepth.shard import check_arguments, finished_shards, merge_rows
+
+    args = state.args
+    # as the shards recorded them (JSON: tuples are lists)
+    mine = json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "func"}, default=_json_default))
+    summaries = []
+    for s, d in finished_shards(state.out_dir):
+        path = d / json.loads((d / "shard.json").read_text(encoding="utf-8")).get("summary", "summary.json")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        check_arguments(mine, summary.get("args", {}), ignore=_PER_PROCESS_ARGS, where=f"{d} (shard {s})")
+        summaries.append(summary)
+    items, _ = expand_inputs(list(args.inputs) + list(args.extra_inputs), exclude=[state.out_dir])
+    order = [str(it.path) for it in items if it.kind == "image"] + [
+        str(it.path) for it in items if it.kind == "video"
+    ]
+    wanted = set(order)
+    records = [r for r in summaries[0]["inputs"] if r["input"] not in wanted]  # input errors, in every shard
+    records += merge_rows(
+        [[r for r in s["inputs"] if r["input"] in wanted] for s in summaries],
+        key=lambda r: r["input"],
+        order=order,
+    )
+    for r in records:
+        if r.get("status") in ("ok", "skipped"):
+            for p in r.get("outputs", []):
+                if not Path(p).exists():
+                    raise ValueError(f"merging shards: {p} (an output of {r['input']}) is missing")
+    failures = [
+        {"input": r["input"], "reason": r.get("reason", "")} for r in records if r.get("status") == "failed"
+    ]
+    timings = {
+        k: round(sum(float(s["timings"][k]) for s in summaries), 4)
+        for k in ("total_s", "model_load_s", "forward_s")
+    }
+    done = {k: sum(int(s["timings"][k]) for s in summaries) for k in ("images", "video_frames")}
+    busy = max(timings["total_s"] - timings["model_load_s"], 1e-9)
+    timings.update(
+        done, items_per_s=round((done["images"] + done["video_frames"]) / busy, 3), shards=len(summaries)
+    )
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    n_skip = sum(r.get("status") == "skipped" for r in records)
+    summary = {
+        **summaries[0],
+        "args": mine,
+        "started": min(s["started"] for s in summaries),
+        "finished": max(s["finished"] for s in summaries),
+        "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(failures)},
+        "timings": timings,
+        "inputs": records,
+        "failures": failures,
+    }
+    _write_summary(state, summary)
+    if not args.quiet or failures:
+        print(
+            f"anydepth infer: merged {len(summaries)} shards: {n_ok} done, {n_skip} skipped, {len(failures)} failed "
+            f"-> {summary['summary_path']}",
+            file=sys.stderr if failures else sys.stdout,
+        )
+    return 1 if failures else 0
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -557,7 +668,7 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
 
     if state.failures:
         print(
-            f"anydepth infer: {len(state.failures)} input(s) failed (see {state.out_dir}/summary*.json):",
+            f"anydepth infer: {len(state.failures)} input(s) failed (see {state.summary_dir}/summary*.json):",
             file=sys.stderr,
         )
         for where, reason in state.failures:
@@ -573,18 +684,19 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
 def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
     from anydepth.atomic import atomic_path
 
-    path = state.out_dir / "summary.json"
+    path = state.summary_dir / "summary.json"
     if path.exists() and not state.args.overwrite:
         # later runs get summary-<time>-<n>.json; names sort in run order (same-second runs included)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         i = 1
-        path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
+        path = state.summary_dir / f"summary-{stamp}-{i:03d}.json"
         while path.exists():
             i += 1
-            path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
+            path = state.summary_dir / f"summary-{stamp}-{i:03d}.json"
     with atomic_path(path, overwrite=bool(state.args.overwrite)) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
     summary["summary_path"] = str(path)
+    state.summary_path = path
 
 
 def _write_image_outputs(
