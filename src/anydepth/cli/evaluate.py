@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anydepth.cli.runner import BuiltRunner, add_runtime_args, build_runner
+from anydepth.cli.runner import (
+    CHECKPOINT_HELP,
+    ENCODER_WEIGHTS_HELP,
+    BuiltRunner,
+    add_runtime_args,
+    build_runner,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_argument_group("what to evaluate (exactly one)")
     g = src.add_mutually_exclusive_group(required=True)
     g.add_argument(
-        "--checkpoint", type=Path, help="model checkpoint (project safetensors or official AnyDepth)"
+        "--checkpoint",
+        metavar="FILE",
+        help=CHECKPOINT_HELP,
     )
     g.add_argument("--model", help="model preset name (random decoder weights unless loaded otherwise)")
     g.add_argument(
@@ -58,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="precomputed predictions: one float .npy per sample (see --pred-naming); with several benchmarks, "
         "PRED_DIR/<benchmark> is used when it exists",
     )
-    src.add_argument("--encoder-weights", type=Path, help="encoder weights file (DINOv3/DINOv2), local only")
+    src.add_argument(
+        "--encoder-weights",
+        metavar="FILE",
+        help=ENCODER_WEIGHTS_HELP,
+    )
     src.add_argument(
         "--pred-space",
         default=None,
@@ -295,8 +307,8 @@ def _setup(args: argparse.Namespace, out: Path, overwrite: bool) -> _Setup:
     if args.pred_space is not None:
         raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
     built = build_runner(args)
-    source = args.checkpoint or (Path(args.onnx) if args.onnx else None)
-    label = args.label or (source.stem if source is not None else args.model)
+    source = args.checkpoint or args.onnx
+    label = args.label or (Path(source).stem if source else args.model)
     return _Setup(names, single, roots, splits, max_res, label, built, _model_info(built))
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anydepth.cli.runner import add_runtime_args, build_runner
+from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP, add_runtime_args, build_runner
 
 log = logging.getLogger("anydepth.cli.infer")
 
@@ -56,11 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
-    g.add_argument(
-        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
-    )
+    g.add_argument("--encoder-weights", metavar="FILE", help=ENCODER_WEIGHTS_HELP)
     model_group = g
     g = p.add_argument_group("processing")
     g.add_argument("--size", default="768", metavar="SPEC",

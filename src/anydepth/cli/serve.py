@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-from anydepth.cli.runner import add_runtime_args, build_runner
+from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP, add_runtime_args, build_runner
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
-    g.add_argument(
-        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
-    )
+    g.add_argument("--encoder-weights", metavar="FILE", help=ENCODER_WEIGHTS_HELP)
     add_runtime_args(
         g,
         fast_help="optimised inference path (same depth within 1e-4, faster, less memory; docs/efficiency.md)",
