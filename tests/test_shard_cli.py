@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import test_infer_cli
@@ -137,7 +139,7 @@ def _comparable(out: Path) -> dict:
     """``out/summary.json`` without what differs between runs (times, the output directory)."""
     summary = json.loads((out / "summary.json").read_text().replace(str(out), "OUT"))
     s = _without(summary, "started", "finished", "timings", "args")
-    s["inputs"] = [_without(r, "forward_s") for r in s["inputs"]]
+    s["inputs"] = [_without(r, "forward_s", "time_s", "frames_per_s") for r in s["inputs"]]
     return s
 
 
@@ -192,3 +194,41 @@ def test_infer_shard_resumes_with_skip_existing(tmp_path: Path, ckpt: Path) -> N
     assert merged["counts"] == {"ok": 2, "skipped": 1, "failed": 0} and merged["timings"]["shards"] == 2
     (out / "img2_pred16.png").unlink()
     assert main(common) == 2  # an output a shard reported is gone
+
+
+def test_infer_a_video_is_one_item_of_a_shard(tmp_path: Path, ckpt: Path) -> None:
+    pytest.importorskip("av")
+    from anydepth.data.video import VideoWriter
+
+    src = tmp_path / "in"
+    _images(src)
+    shutil.rmtree(src / "sub")
+    (src / "broken.png").unlink()
+    rng = np.random.default_rng(1)
+    with VideoWriter(src / "clip.mp4", Fraction(24)) as vw:
+        for _ in range(5):
+            vw.write(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    # items: img0, img2, img4, then clip.mp4 -> shard 1/2 owns img2 and the whole video
+    common = [
+        "infer",
+        str(src),
+        "--checkpoint",
+        str(ckpt),
+        "--size",
+        "64",
+        "--save",
+        "png16,color",
+        "--batch-size",
+    ]
+    common += ["1", "--device", "cpu", "-q"]
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main([*common, "-o", str(single)]) == 0
+    for k in (1, 0):
+        assert main([*common, "-o", str(sharded), "--shard", f"{k}/2"]) == 0
+    shard1 = json.loads((sharded / "shards" / "1-of-2" / "summary.json").read_text())
+    assert [Path(r["input"]).name for r in shard1["inputs"]] == ["img2.png", "clip.mp4"]
+    assert shard1["inputs"][1]["frames"] == 5
+    assert main([*common, "-o", str(sharded)]) == 0
+    assert "clip_frames/000004_pred16.png" in _files(single)
+    assert _files(sharded) == _files(single)
+    assert _comparable(sharded) == _comparable(single)
