@@ -113,6 +113,34 @@ def test_eval_merge_refuses_missing_or_mismatched_shards(tmp_path: Path, capsys)
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_merge_results_restores_rows_failures_and_layout_checks(tmp_path: Path) -> None:
+    from anydepth.eval.evaluate import evaluate, merge_results
+    from anydepth.eval.report import per_sample_csv, read_per_sample_csv
+
+    root = tmp_path / "nyuv2"
+    write_nyu(root, n=7, list_file=False)  # scanned layout: 7 of the official 654 -> a "(layout)" failure
+    (root / "test/kitchen_0000/depth_0003.png").unlink()
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        return rgb.mean(-1).astype(np.float32) / 255.0 + 0.1
+
+    kw = {"pred_space": "disparity", "allow_missing": True}
+    one = evaluate(predict, "nyuv2", root, **kw)
+    parts = [evaluate(predict, "nyuv2", root, shard=Shard(k, 3), **kw) for k in (2, 0, 1)]
+    # scan order: kitchen_0000/rgb_0001, 0003, 0005, 0007, kitchen_0001/rgb_0002, ...; shard 1 owns rgb_0003 (failed)
+    assert [p.num_samples for p in parts] == [2, 3, 1]
+    merged = merge_results(parts)
+    assert [f.name for f in merged.failures] == [f.name for f in one.failures]
+    assert [f.name for f in one.failures][-1] == "(layout)" and len(one.failures) == 2
+    assert merged.metrics == one.metrics and merged.per_sample == one.per_sample
+    assert _without(merged.to_dict(), "seconds") == _without(one.to_dict(), "seconds")
+    # rows survive the CSV round trip exactly (floats are written with repr)
+    (tmp_path / "per_sample.csv").write_text(per_sample_csv([one]))
+    assert read_per_sample_csv(tmp_path / "per_sample.csv") == {"nyuv2": one.per_sample}
+    with pytest.raises(ValueError, match="shards 0..2 of 3"):
+        merge_results(parts[:2])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # infer
 # ----------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "shard_dir",
     "shard_dirs",
     "shard_from_env",
+    "shard_info",
 ]
 
 T = TypeVar("T")
@@ -164,15 +165,22 @@ def mark_complete(
     return path
 
 
-def is_complete(directory: str | os.PathLike[str]) -> bool:
-    """True if ``directory`` holds the ``shard.json`` of a finished shard."""
+def shard_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What :func:`mark_complete` wrote into ``directory`` (shard, ``complete``, the caller's info); ``{}`` if the
+    shard has not finished (no or unreadable ``shard.json``)."""
     path = Path(directory) / MARKER
     if not path.is_file():
-        return False
+        return {}
     try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("complete"))
-    except (json.JSONDecodeError, AttributeError):
-        return False
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def is_complete(directory: str | os.PathLike[str]) -> bool:
+    """True if ``directory`` holds the ``shard.json`` of a finished shard."""
+    return bool(shard_info(directory).get("complete"))
 
 
 def finished_shards(output: str | os.PathLike[str]) -> list[tuple[Shard, Path]]:

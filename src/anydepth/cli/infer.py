@@ -373,14 +373,14 @@ def _merge_shards(state: _Run) -> int:
             missing; the shards' items are not those of the inputs.
     """
     from anydepth.data.inputs import expand_inputs
-    from anydepth.shard import check_arguments, finished_shards, merge_rows
+    from anydepth.shard import check_arguments, finished_shards, merge_rows, shard_info
 
     args = state.args
     # as the shards recorded them (JSON: tuples are lists)
     mine = json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "func"}, default=_json_default))
     summaries = []
     for s, d in finished_shards(state.out_dir):
-        path = d / json.loads((d / "shard.json").read_text(encoding="utf-8")).get("summary", "summary.json")
+        path = d / str(shard_info(d).get("summary", "summary.json"))
         summary = json.loads(path.read_text(encoding="utf-8"))
         check_arguments(mine, summary.get("args", {}), ignore=_PER_PROCESS_ARGS, where=f"{d} (shard {s})")
         summaries.append(summary)
