@@ -28,6 +28,7 @@ from anydepth.models.factory import build_model, create_model, get_model_config,
 from anydepth.models.weights.layers import ENCODER_LAYERS
 from anydepth.models.weights.loading import encoder_hash, read_checkpoint
 from anydepth.models.weights.official import convert_official_state_dict
+from anydepth.models.weights.vggt import is_vggt_checkpoint, load_vggt_model
 from anydepth.registry import ENCODERS
 from anydepth.version import __version__
 
@@ -110,8 +111,10 @@ def load_model(
 ) -> DepthModel:
     """Load a checkpoint and return the model in eval mode on the CPU.
 
-    Accepts the project's safetensors checkpoints and the official AnyDepth checkpoints (``.pth``/``.pt`` or
-    safetensors in the layouts the official code's ``state_dict()`` produces; see ``load_official_checkpoint``).
+    Accepts the project's safetensors checkpoints, the official AnyDepth checkpoints (``.pth``/``.pt`` or
+    safetensors in the layouts the official code's ``state_dict()`` produces; see ``load_official_checkpoint``) and
+    whole original VGGT, Depth Anything V2 and Depth Anything 3 models (``anydepth.models.weights.vggt`` /
+    ``.dav2`` / ``.da3``).
     Never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors only).
 
     Args:
@@ -134,6 +137,21 @@ def load_model(
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
+        if is_vggt_checkpoint(p):  # facebook/VGGT-1B model.pt / model.safetensors: aggregator + depth head
+            if encoder_weights is not None:
+                raise ValueError(f"{p} is a whole VGGT model (encoder included); do not pass encoder_weights")
+            vggt = load_vggt_model(p)
+            vggt.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(vggt)}
+            return vggt
+        from anydepth.models.weights.da3 import is_da3_state_dict, load_da3_checkpoint
+        from anydepth.models.weights.dav2 import checkpoint_keys, is_dav2_state_dict, load_dav2_checkpoint
+
+        # whole original models: Depth Anything V2 (.pth), Depth Anything 3 (hub model.safetensors)
+        keys = checkpoint_keys(p)
+        if is_dav2_state_dict(keys):
+            return load_dav2_checkpoint(p, encoder_weights=encoder_weights)
+        if is_da3_state_dict(keys):
+            return load_da3_checkpoint(p, encoder_weights=encoder_weights)
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
 
     from safetensors.torch import load_file
