@@ -343,6 +343,11 @@ def run(args: argparse.Namespace) -> int:
     rc = _finish(state, plan, t_start, started)
     if shard is not None and state.summary_path is not None:
         mark_complete(state.summary_dir, shard, {"summary": state.summary_path.name})
+        if not args.quiet:
+            print(
+                f"anydepth infer: shard {shard} done (summary in {state.summary_dir}); when every shard is done, "
+                "merge by running the same command without --shard (and outside torchrun)"
+            )
     return rc
 
 
