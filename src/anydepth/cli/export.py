@@ -14,8 +14,9 @@ written. Run it with ``anydepth infer --backend onnxruntime --onnx FILE``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+
+from anydepth.atomic import json_text
 
 log = logging.getLogger(__name__)
 
@@ -89,5 +90,5 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     if not args.quiet:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict(), nonfinite="null", indent=2))
     return 0
