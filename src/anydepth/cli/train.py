@@ -152,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
     except FloatingPointError as e:  # diverged: a clear error and a non-zero exit, no traceback
         print(f"anydepth train: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are atomic, the newest one is complete
+        print(
+            f"anydepth train: interrupted; the newest checkpoint in {out}/checkpoints is complete: continue with "
+            f"--resume --output {out}",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         cleanup_distributed(info)
     if info.is_main:
