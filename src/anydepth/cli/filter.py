@@ -329,6 +329,15 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             shard=shard,
         )
+    except KeyboardInterrupt:  # Ctrl-C: every scored sample is already in the progress cache
+        if bar is not None:
+            bar.close()
+        print(
+            f"anydepth filter: interrupted; the samples scored so far are kept in {args.output}: rerun the same "
+            "command to continue",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if bar is not None:
             bar.close()
