@@ -182,3 +182,41 @@ def test_eval_usage_errors(tmp_path: Path, capsys) -> None:
     assert main([*base, "--model", "sdt_test", "--alignment-max-res", "big"]) == 2
     assert main(["compare", str(tmp_path / "nothing.json")]) == 2
     assert "result file not found" in capsys.readouterr().err
+
+
+def test_eval_takes_the_onnx_backend_like_infer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--backend onnxruntime --onnx FILE`` goes through the shared runner builder (the ONNX runner itself is
+    covered by test_export_onnx; here a stand-in runs the same model, so the metrics must be identical)."""
+    import torch
+
+    import anydepth
+    import anydepth.export.onnx_runtime as ort_mod
+    from anydepth.inference import TorchRunner
+
+    torch.manual_seed(0)
+    model = anydepth.create_model("sdt_test").eval()
+    ckpt = anydepth.save_model(model, tmp_path / "m.safetensors")
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"stand-in")
+    opened: list[str] = []
+
+    def fake_onnx_runner(path: object) -> TorchRunner:
+        opened.append(str(path))
+        return TorchRunner(model)
+
+    monkeypatch.setattr(ort_mod, "OnnxRunner", fake_onnx_runner)
+    write_nyu(tmp_path / "data", n=2, hw=(48, 64))
+    common = ["--benchmark", "nyuv2", "--data-root", str(tmp_path / "data"), "--processing-res", "64"]
+    docs = {}
+    for name, src in (("torch", ["--checkpoint", str(ckpt)]),
+                      ("onnx", ["--backend", "onnxruntime", "--onnx", str(onnx_path)])):  # fmt: skip
+        out = tmp_path / name
+        assert main(["eval", *src, *common, "--output", str(out), "--device", "cpu", "--no-progress"]) == 0
+        docs[name] = json.loads((out / "metrics.json").read_text())
+    assert opened == [str(onnx_path)]
+    assert docs["onnx"]["source"]["onnx"] == str(onnx_path) and docs["onnx"]["source"]["checkpoint"] is None
+    assert docs["onnx"]["benchmarks"]["nyuv2"]["metrics"] == docs["torch"]["benchmarks"]["nyuv2"]["metrics"]
+    # --onnx is one of the exclusive model sources and needs its backend
+    assert main(["eval", "--onnx", str(onnx_path), *common, "--output", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit):
+        main(["eval", "--onnx", str(onnx_path), "--checkpoint", str(ckpt), *common, "--output", "y"])

@@ -61,8 +61,10 @@ def test_encoder_forward_and_taps(name: str) -> None:
         assert tuple(f.shape) == (2, c, 2, 3) and tuple(t.shape) == (2, c)
         assert torch.isfinite(f).all() and torch.isfinite(t).all()
     # a tap is the output of its own block: changing the last block changes the last tap only (Meta's block
-    # names ``blocks.N.*``, which every ViT here uses)
-    last = [q for k, q in backbone.named_parameters() if k.startswith(f"blocks.{taps[-1]}.")]
+    # names ``blocks.N.*``, which every ViT here uses; VGGT's aggregator taps block pairs ``frame_blocks.N`` +
+    # ``global_blocks.N``, its own names)
+    own = tuple(f"{b}.{taps[-1]}." for b in ("blocks", "frame_blocks", "global_blocks"))
+    last = [q for k, q in backbone.named_parameters() if k.startswith(own)]
     assert last, f"{name}: no parameters named blocks.{taps[-1]}.*"
     with torch.no_grad():
         for q in last:

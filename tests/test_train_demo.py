@@ -21,8 +21,7 @@ def test_demo_tiny_end_to_end(
         "demo", "--output", str(out), "--encoder", "dinov3_tiny", "--max-steps", "3", "--train-scenes", "8",
         "--val-scenes", "4", "--size", "32", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
-    if rgbd_root is None:
-        args += ["--fixtures", ""]
+    args += ["--fixtures", str(rgbd_root) if rgbd_root is not None else ""]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "held-out procedural scenes: AbsRel" in printed
@@ -41,7 +40,7 @@ def test_demo_tiny_end_to_end(
     header = (out / "report" / "pointcloud.ply").read_bytes()[:400]
     assert header.startswith(b"ply\n") and b"element vertex" in header
     # a later run replaces what a previous demo wrote (marker file); a foreign directory is refused
-    from anydepth.demo import _prepare_output
+    from anydepth.cli.demo_app import _prepare_output
 
     (out / "run" / "extra.txt").write_text("old")
     _prepare_output(out)

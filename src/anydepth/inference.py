@@ -6,7 +6,7 @@ raw map (``value``, in the model's ``DepthSpace``), camera intrinsics, and a dep
 prediction was aligned to user-given metric depth and *nominal* (arbitrary units, ``metric=False``) otherwise.
 
 Runners: anything with ``patch_size``, ``output_space``, ``device`` and ``__call__(x [B,3,H,W]) -> [B,1,H,W]``
-(the ``Runner`` protocol). ``TorchRunner`` wraps a ``DepthModel``; an ONNX Runtime runner with the same contract
+(the ``Runner`` protocol of ``ops.runner``, re-exported here). ``TorchRunner`` wraps a ``DepthModel``; an ONNX runner
 can be passed to ``predict``/``predict_iter`` unchanged.
 
 Depth without alignment (``nominal_depth``): AnyDepth predicts affine-invariant disparity ``d``; metric depth is
@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload, runtime_checkable
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from anydepth.ops.alignment import align_to_depth, to_inverse
 from anydepth.ops.geometry import DEFAULT_FOV_DEG, resolve_intrinsics
-from anydepth.ops.resize import ResizeInfo, fit_to_patch_multiple, processing_size, restore
+from anydepth.ops.resize import processing_size
+from anydepth.ops.runner import Runner, TorchRunner, as_runner, predict_resized
 from anydepth.types import DepthSpace, Intrinsics, Prediction
 
 __all__ = [
@@ -46,6 +47,9 @@ __all__ = [
     "predict_iter",
     "predict",
     "describe_runner",
+    "nearness",
+    "as_runner",
+    "predict_resized",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,79 +65,6 @@ MIN_DISPARITY = 1e-3
 # --------------------------------------------------------------------------------------------------------------
 # Runners
 # --------------------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Runner(Protocol):
-    """A forward function with the ``DepthModel.forward`` contract.
-
-    Attributes:
-        patch_size: input H and W must be multiples of this.
-        output_space: ``DepthSpace`` of the output.
-        device: device the input tensor must be on.
-    """
-
-    patch_size: int
-    output_space: DepthSpace
-    device: torch.device
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` float32 ``[B,3,H,W]`` RGB in [0, 1] on ``device`` -> float32 ``[B,1,H,W]`` in ``output_space``."""
-        ...
-
-
-class TorchRunner:
-    """Run a PyTorch ``DepthModel`` in inference mode with an explicit device and compute dtype.
-
-    Args:
-        model: the model (``forward(x [B,3,H,W]) -> [B,1,H,W]``, ``patch_size``, ``output_space``). It is moved
-            to ``device`` in place if it is elsewhere, and put in eval mode.
-        device: where to run; None = the device of the model's parameters.
-        dtype: compute dtype: ``torch.float32`` (default), or ``torch.bfloat16`` / ``torch.float16`` run under
-            ``torch.autocast`` (weights stay float32; outputs are returned as float32).
-    """
-
-    def __init__(
-        self, model: torch.nn.Module, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> None:
-        if not hasattr(model, "patch_size") or not hasattr(model, "output_space"):
-            raise ValueError(f"{type(model).__name__} lacks patch_size/output_space; expected a DepthModel")
-        params = list(model.parameters())
-        here = params[0].device if params else torch.device("cpu")
-        self.device = torch.device(device) if device is not None else here
-        if self.device != here:
-            log.info("moving model from %s to %s", here, self.device)
-            model.to(self.device)
-        self.dtype = dtype or torch.float32
-        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
-        self.model = model.eval()
-        self.patch_size = int(model.patch_size)  # type: ignore[arg-type]
-        self.output_space = DepthSpace(model.output_space)  # type: ignore[arg-type]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.dtype == torch.float32:
-                y = self.model(x)
-            else:
-                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                    y = self.model(x)
-        return y.float()
-
-
-def _as_runner(model: Any, device: torch.device | None, dtype: torch.dtype | None) -> Runner:
-    if isinstance(model, torch.nn.Module):
-        return TorchRunner(model, device=device, dtype=dtype)
-    if isinstance(model, Runner):
-        if device is not None or dtype is not None:
-            raise ValueError(
-                f"device/dtype apply to PyTorch models only; configure the {type(model).__name__} runner instead"
-            )
-        return model
-    raise ValueError(
-        f"model must be a DepthModel (torch.nn.Module) or a Runner (patch_size, output_space, device, __call__); "
-        f"got {type(model).__name__}"
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -368,6 +299,17 @@ def nominal_depth(
     return depth.astype(np.float32), info
 
 
+def nearness(value: np.ndarray, space: DepthSpace) -> np.ndarray:
+    """A map of ``value`` (``[H,W]`` in ``space``) that grows towards the camera (disparity-like), for colouring.
+
+    Disparity is returned as is; metric depth is inverted; affine-invariant depth is negated (its shift is
+    unknown, so an inversion would be meaningless).
+    """
+    if space.is_disparity:
+        return value
+    return to_inverse(value) if space.is_metric else -np.asarray(value)
+
+
 def align_prediction(
     value: np.ndarray,
     space: DepthSpace,
@@ -513,15 +455,6 @@ class _Pending:
     focal_35mm: float | None
 
 
-def _forward(runner: Runner, batch: torch.Tensor, flip_tta: bool) -> torch.Tensor:
-    x = batch.to(runner.device)
-    if flip_tta:
-        y = runner(torch.cat([x, x.flip(-1)]))
-        b = x.shape[0]
-        return (y[:b] + y[b:].flip(-1)) / 2.0
-    return runner(x)
-
-
 def _finish(
     runner: Runner,
     p: _Pending,
@@ -535,7 +468,6 @@ def _finish(
     timing: dict[str, float],
 ) -> Prediction:
     h, w = int(p.image.shape[-2]), int(p.image.shape[-1])
-    raw = restore(raw[None], ResizeInfo((h, w), proc_hw))[0]  # [1,H,W]
     value = raw[0].float().cpu().numpy()
     space = runner.output_space
     k, k_src = resolve_intrinsics(
@@ -613,15 +545,7 @@ def predict_iter(
     def flush() -> Iterator[Prediction]:
         assert pending_hw is not None
         t0 = time.perf_counter()
-        batch = torch.cat(
-            [
-                fit_to_patch_multiple(p.image[None].to(runner.device), patch, size=pending_hw)[0]
-                for p in pending
-            ]
-        )
-        raw = _forward(runner, batch, flip_tta)
-        if raw.ndim != 4 or raw.shape[0] != len(pending) or raw.shape[1] != 1:
-            raise ValueError(f"runner returned shape {tuple(raw.shape)}; expected [{len(pending)},1,H,W]")
+        raw = predict_resized(runner, [p.image for p in pending], pending_hw, flip_tta=flip_tta)
         if runner.device.type == "cuda":
             torch.cuda.synchronize(runner.device)
         timing = {"forward_s": (time.perf_counter() - t0) / len(pending), "batch_size": len(pending)}
@@ -786,7 +710,7 @@ def predict(
             items.append(img)
         else:
             items.append(PredictItem(img, intrinsics=k, align_depth=None if ref is None else np.asarray(ref)))
-    runner = _as_runner(model, device, dtype)
+    runner = as_runner(model, device, dtype)
     out = list(
         predict_iter(
             runner,

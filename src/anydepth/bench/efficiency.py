@@ -69,6 +69,8 @@ __all__ = [
     "write_outputs",
     "paper_tables",
     "format_paper_tables",
+    "table3_decoders",
+    "TABLE3_PRESETS",
 ]
 
 log = logging.getLogger(__name__)
@@ -438,7 +440,44 @@ def paper_tables(
                     "dpt_torch": decoder_flops(dpt, res) / 1e9,
                 }
             )
-    return {"params": params, "flops": flops}
+    return {"params": params, "flops": flops, "table3": table3_decoders()}
+
+
+# Paper Table 3 rows (pre-trained foundation encoders + freshly initialised decoders): row label -> preset.
+TABLE3_PRESETS: dict[str, str] = {
+    "VGGT-1B + DPT": "dpt_vggt_1b",
+    "VGGT-1B + SDT": "sdt_vggt_1b",
+}
+
+
+def table3_decoders(
+    rows: Mapping[str, str] | None = None, resolutions: Sequence[int] = (256, 512)
+) -> list[dict[str, Any]]:
+    """Decoder parameters and GFLOPs of the paper's Table 3 rows (meta device, decoder only, ``forward`` path).
+
+    Args:
+        rows: row label -> preset (default ``TABLE3_PRESETS``).
+        resolutions: nominal square sizes; each is rounded down to the preset's patch multiple (14: 252, 504).
+
+    Returns:
+        One dict per row: ``row``, ``preset``, ``params``, and per resolution ``gflops_<res>`` (torch convention)
+        with the size used in ``size_<res>``.
+    """
+    import torch
+
+    from anydepth.models.factory import build_model, get_model_config
+
+    out = []
+    for label, preset in (rows or TABLE3_PRESETS).items():
+        with torch.device("meta"):
+            patch = int(build_model(get_model_config(preset)).patch_size)
+        row: dict[str, Any] = {"row": label, "preset": preset, "params": count_parameters(preset)["decoder"]}
+        for res in resolutions:
+            size = res - res % patch
+            row[f"size_{res}"] = size
+            row[f"gflops_{res}"] = decoder_flops(preset, size) / 1e9
+        out.append(row)
+    return out
 
 
 def format_paper_tables(tables: Mapping[str, Any]) -> str:
@@ -463,6 +502,18 @@ def format_paper_tables(tables: Mapping[str, Any]) -> str:
             f"| {r['encoder']} | {r['resolution']} | {r['sdt_paper']:.3f} | {r['dpt_paper']:.3f} | "
             f"{'' if ps is None else ps} | {'' if pd is None else pd} | {r['sdt_torch']:.2f} | {r['dpt_torch']:.2f} |"
         )
+    if tables.get("table3"):
+        lines += [
+            "",
+            "Table 3 decoders (pre-trained encoders, fresh decoders; decoder only, torch GFLOPs)",
+            "",
+        ]
+        res = sorted(int(k.removeprefix("gflops_")) for k in tables["table3"][0] if k.startswith("gflops_"))
+        lines += ["| row | preset | decoder params | " + " | ".join(f"GFLOPs {r}" for r in res) + " |"]
+        lines += ["|---|---|---|" + "---|" * len(res)]
+        for r in tables["table3"]:
+            cells = " | ".join(f"{r[f'gflops_{x}']:.2f} ({r[f'size_{x}']} px)" for x in res)
+            lines.append(f"| {r['row']} | `{r['preset']}` | {r['params']:,} | {cells} |")
     return "\n".join(lines)
 
 

@@ -53,9 +53,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resolutions", type=_csv(int), metavar="R,..", help="square input sizes (default 256,512,1024)"
     )
     p.add_argument("--batch-sizes", type=_csv(int), metavar="B,..", help="batch sizes (default 1)")
-    p.add_argument("--devices", type=_csv(str), metavar="D,..", help="torch devices (default cpu)")
     p.add_argument(
-        "--dtypes", type=_csv(str), metavar="T,..", help="float32, bfloat16, float16 (default float32)"
+        "--devices",
+        type=_csv(str),
+        metavar="D,..",
+        help="torch devices: cpu (default), cuda, cuda:N, mps, auto",
+    )
+    p.add_argument(
+        "--dtypes",
+        type=_csv(str),
+        metavar="T,..",
+        help="float32, bfloat16, float16 (default float32; fp32/bf16/fp16 deprecated)",
     )
     p.add_argument("--parts", type=_csv(str), metavar="P,..", help="decoder and/or model (default decoder)")
     p.add_argument(
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         paper_tables,
         write_outputs,
     )
+    from anydepth.cli.runner import canonical_dtype, resolve_device
 
     if args.threads is not None:
         if args.threads < 1:
@@ -152,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
     kw["memory"] = not args.no_memory
     kw["flops"] = not args.no_flops
     kw["allow_emulated"] = args.allow_emulated
-    for dev in kw.get("devices", ("cpu",)):
-        if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--devices {dev}: CUDA is not available in this torch build / machine")
+    # the device and dtype vocabulary of every command (cli.runner); deprecated dtype spellings warn
+    kw["devices"] = tuple(str(resolve_device(d, "--devices")) for d in kw.get("devices", ("cpu",)))
+    if "dtypes" in kw:
+        kw["dtypes"] = tuple(canonical_dtype(d, "--dtypes") for d in kw["dtypes"])
     cfg = BenchConfig(**kw)
     log.info("allocator: %s, threads: %d", allocator_name(), torch.get_num_threads())
     if allocator_name() == "glibc":

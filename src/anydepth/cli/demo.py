@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Where ``make demo`` (run from the repository root) finds the real RGB-D frames.
+DEFAULT_FIXTURES = "../shared/fixtures/rgbd"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -36,7 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--fixtures", default=None, help="directory of real RGB-D frames with manifest.json ('' to skip)"
+        "--fixtures",
+        default=DEFAULT_FIXTURES,
+        metavar="DIR",
+        help="directory of real RGB-D frames with manifest.json ('' to skip; default "
+        f"{DEFAULT_FIXTURES}, relative to the working directory: the shared fixtures next to a checkout)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from anydepth.demo import DemoOptions, run_demo
+    from anydepth.cli.demo_app import DemoOptions, run_demo
 
     if args.size % 16 or args.size < 32:
         raise ValueError(f"--size must be a multiple of 16 and >= 32, got {args.size}")

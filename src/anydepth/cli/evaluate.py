@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
-import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from anydepth.cli.runner import BuiltRunner, add_runtime_args, build_runner
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +161,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--label", default=None, help="row label in tables (default: model / checkpoint / folder name)"
     )
-    o.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    o.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default="float32",
-        help="inference precision (autocast for bfloat16/float16)",
-    )
+    add_runtime_args(o, backend_group=src, onnx_group=g)
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -192,80 +188,76 @@ def _pick_dir(base: Path, bench: str, single: bool) -> Path:
 
 
 def _git_commit() -> str | None:
-    src = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (subprocess.SubprocessError, FileNotFoundError, OSError):
+    """``<sha>[-dirty]`` of the source checkout (``engine.logging.code_version``), None outside git."""
+    from anydepth.engine.logging import code_version
+
+    v = code_version()
+    if v["git_commit"] is None:
         return None
+    return str(v["git_commit"]) + ("-dirty" if v["git_dirty"] else "")
 
 
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available")
-    return dev
-
-
-def _build_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
-    import anydepth
-
-    if args.checkpoint is not None:
-        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
-        info = {
-            "checkpoint": str(args.checkpoint),
-            "model": getattr(getattr(model, "config", None), "name", None),
+def _model_info(built: BuiltRunner) -> dict[str, Any]:
+    """What ``metrics.json`` records about the evaluated model."""
+    if built.onnx is not None:
+        return {"onnx": built.onnx, "model": None, "checkpoint": None}
+    if built.checkpoint is not None:
+        info: dict[str, Any] = {
+            "checkpoint": built.checkpoint,
+            "model": getattr(getattr(built.model, "config", None), "name", None),
         }
     else:
-        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
-        info = {"model": args.model, "checkpoint": None}
-        if args.encoder_weights is None:
-            logger.warning(
-                "--model %s without a checkpoint: the decoder (and encoder) have random weights", args.model
-            )
+        info = {"model": built.preset, "checkpoint": None}
+        if built.encoder_weights is None:
             info["weights"] = "random"
-    info["encoder_weights"] = str(args.encoder_weights) if args.encoder_weights else None
-    model = model.to(device).eval()
-    return model, info
+    info["encoder_weights"] = built.encoder_weights
+    if built.fast:
+        info["fast"] = True
+    return info
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+@dataclass
+class _Setup:
+    """Everything ``run`` resolves before the first benchmark (phase 1)."""
 
-    from anydepth import __version__
-    from anydepth.eval.benchmarks import PAPER_BENCHMARKS, get_benchmark
-    from anydepth.eval.evaluate import (
-        IncompleteBenchmarkError,
-        ModelPredictor,
-        PrecomputedPredictions,
-        evaluate,
-        parse_space,
-    )
-    from anydepth.eval.report import check_output_dir, paper_table, write_report
+    names: list[str]
+    single: bool
+    roots: dict[str, str]
+    splits: dict[str, str]
+    max_res: int | None | str
+    label: str
+    built: BuiltRunner | None = None
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _benchmark_names(args: argparse.Namespace) -> list[str]:
+    from anydepth.eval.benchmarks import PAPER_BENCHMARKS
 
     names: list[str] = []
     for b in args.benchmark:
         for n in PAPER_BENCHMARKS if b == "all" else (b,):
             if n not in names:
                 names.append(n)
+    return names
+
+
+def _alignment_max_res(spec: str | None) -> int | None | str:
+    if spec is None:
+        return "spec"
+    v = str(spec).lower()
+    if v in ("none", "0", "off"):
+        return None
+    if v.isdigit():
+        return int(v)
+    raise ValueError(f"--alignment-max-res: expected a positive integer or 'none', got {spec!r}")
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Phase 1: validate the arguments, check the output directory and build the model (before any work)."""
+    from anydepth.eval.evaluate import parse_space
+    from anydepth.eval.report import check_output_dir
+
+    names = _benchmark_names(args)
     single = len(names) == 1
     roots, _ = _kv(args.bench_root, "--bench-root")
     splits, bare_split = _kv(args.split_file, "--split-file", allow_bare=True)
@@ -277,83 +269,139 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be positive, got {args.limit}")
     if args.processing_res is not None and args.processing_res < 0:
         raise ValueError(f"--processing-res must be >= 0 (0 = native), got {args.processing_res}")
-    max_res: int | None | str = "spec"
-    if args.alignment_max_res is not None:
-        v = str(args.alignment_max_res).lower()
-        if v in ("none", "0", "off"):
-            max_res = None
-        elif v.isdigit():
-            max_res = int(v)
-        else:
-            raise ValueError(
-                f"--alignment-max-res: expected a positive integer or 'none', got {args.alignment_max_res!r}"
-            )
+    max_res = _alignment_max_res(args.alignment_max_res)
     check_output_dir(args.output, overwrite=args.overwrite)  # fail before any work
-
-    device: Any = None
-    model: Any = None
-    model_info: dict[str, Any] = {}
     if args.predictions is not None:
         if args.pred_space is None:
             raise ValueError("--pred-space is required with --predictions (depth or disparity)")
         parse_space(args.pred_space)
         if not args.predictions.is_dir():
             raise FileNotFoundError(f"--predictions: directory not found: {args.predictions}")
-        label = args.label or args.predictions.name
-    else:
-        if args.pred_space is not None:
-            raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
-        device = _resolve_device(args.device)
-        model, model_info = _build_model(args, device)
-        label = args.label or (args.checkpoint.stem if args.checkpoint else args.model)
-    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        return _Setup(names, single, roots, splits, max_res, args.label or args.predictions.name)
+    if args.pred_space is not None:
+        raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
+    built = build_runner(args)
+    source = args.checkpoint or (Path(args.onnx) if args.onnx else None)
+    label = args.label or (source.stem if source is not None else args.model)
+    return _Setup(names, single, roots, splits, max_res, label, built, _model_info(built))
 
+
+def _benchmark_spec(args: argparse.Namespace, name: str) -> Any:
+    from anydepth.eval.benchmarks import get_benchmark
+
+    spec = get_benchmark(name)
+    if name == "kitti" and args.kitti_mask != "marigold":
+        spec = spec.replace(kitti_mask=args.kitti_mask)
+    if name == "diode" and args.diode_range_mask:
+        spec = spec.replace(diode_range_mask=True)
+    if args.alignment_downsample != spec.alignment_downsample:
+        spec = spec.replace(alignment_downsample=args.alignment_downsample)
+    return spec
+
+
+def _run_benchmark(args: argparse.Namespace, st: _Setup, name: str) -> Any:
+    """Phase 2, one benchmark: its protocol, its predictor, ``eval.evaluate`` -> ``BenchmarkResult``.
+
+    Raises:
+        IncompleteBenchmarkError, FileNotFoundError, NotADirectoryError, ValueError: the benchmark failed.
+    """
+    from tqdm import tqdm
+
+    from anydepth.eval.evaluate import ModelPredictor, PrecomputedPredictions, evaluate
+
+    spec = _benchmark_spec(args, name)
+    ds_kwargs = {"subset": args.diode_subset} if name == "diode" and args.diode_subset != "all" else {}
+    root = Path(st.roots[name]) if name in st.roots else _pick_dir(args.data_root, name, st.single)
+
+    def bar(it: Any, total: int) -> Any:
+        return tqdm(it, total=total, desc=name, unit="img", disable=args.no_progress, file=sys.stderr)
+
+    if st.built is None:
+        predictor: Any = PrecomputedPredictions(
+            _pick_dir(args.predictions, name, st.single),
+            str(args.pred_space),
+            naming=args.pred_naming,
+            benchmark=name,
+        )
+    else:
+        res = spec.processing_res if args.processing_res is None else args.processing_res
+        predictor = ModelPredictor(
+            st.built.runner, processing_res=res, flip_tta=args.flip_tta, info=st.model_info
+        )
+    result = evaluate(
+        predictor,
+        spec,
+        root,
+        split_file=st.splits.get(name),
+        alignment=args.alignment,
+        alignment_max_res=st.max_res,
+        limit=args.limit,
+        allow_missing=args.allow_missing,
+        dataset_kwargs=ds_kwargs,
+        progress=bar,
+    )
+    if ds_kwargs:
+        result.meta["dataset_options"] = ds_kwargs
+    return result
+
+
+def _run_meta(args: argparse.Namespace, st: _Setup) -> dict[str, Any]:
+    import torch
+
+    from anydepth import __version__
+
+    if st.built is None:
+        source: dict[str, Any] = {
+            "kind": "predictions",
+            "dir": str(args.predictions),
+            "space": args.pred_space,
+            "naming": args.pred_naming,
+        }
+    else:
+        source = {"kind": "model", **st.model_info, "device": str(st.built.device), "dtype": st.built.dtype}
+    return {
+        "anydepth_version": __version__,
+        "git_commit": _git_commit(),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "arguments": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"
+        },
+        "source": source,
+    }
+
+
+def _report(args: argparse.Namespace, st: _Setup, results: list[Any], errors: dict[str, str]) -> int:
+    """Phase 3: write ``metrics.json`` / ``per_sample.csv`` / ``table.md``, print the table; the exit status."""
+    from anydepth.eval.report import load_result, paper_table, write_report
+
+    paths = write_report(
+        args.output,
+        results,
+        label=st.label,
+        run_meta=_run_meta(args, st),
+        errors=errors,
+        overwrite=args.overwrite,
+    )
+    if results:
+        print(paper_table([(st.label, load_result(paths["metrics.json"])["benchmarks"])]), end="")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if errors:
+        print(f"anydepth eval: {len(errors)} benchmark(s) failed: {', '.join(errors)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Setup (arguments, output directory, model) -> one ``eval.evaluate`` per benchmark -> report."""
+    from anydepth.eval.evaluate import IncompleteBenchmarkError
+
+    st = _setup(args)
     results = []
     errors: dict[str, str] = {}
-    for name in names:
-        spec = get_benchmark(name)
-        if name == "kitti" and args.kitti_mask != "marigold":
-            spec = spec.replace(kitti_mask=args.kitti_mask)
-        if name == "diode" and args.diode_range_mask:
-            spec = spec.replace(diode_range_mask=True)
-        if args.alignment_downsample != spec.alignment_downsample:
-            spec = spec.replace(alignment_downsample=args.alignment_downsample)
-        ds_kwargs = {"subset": args.diode_subset} if name == "diode" and args.diode_subset != "all" else {}
-        root = Path(roots[name]) if name in roots else _pick_dir(args.data_root, name, single)
-
-        def bar(it: Any, total: int, _name: str = name) -> Any:
-            return tqdm(it, total=total, desc=_name, unit="img", disable=args.no_progress, file=sys.stderr)
-
+    for name in st.names:
         try:
-            if args.predictions is not None:
-                predictor: Any = PrecomputedPredictions(
-                    _pick_dir(args.predictions, name, single),
-                    str(args.pred_space),
-                    naming=args.pred_naming,
-                    benchmark=name,
-                )
-            else:
-                res = spec.processing_res if args.processing_res is None else args.processing_res
-                predictor = ModelPredictor(
-                    model,
-                    processing_res=res,
-                    flip_tta=args.flip_tta,
-                    device=device,
-                    autocast_dtype=autocast,
-                    info=model_info,
-                )
-            result = evaluate(
-                predictor,
-                spec,
-                root,
-                split_file=splits.get(name),
-                alignment=args.alignment,
-                alignment_max_res=max_res,
-                limit=args.limit,
-                allow_missing=args.allow_missing,
-                dataset_kwargs=ds_kwargs,
-                progress=bar,
-            )
+            result = _run_benchmark(args, st, name)
         except IncompleteBenchmarkError as e:
             errors[name] = str(e)
             print(f"anydepth eval: {e}", file=sys.stderr)
@@ -362,8 +410,6 @@ def run(args: argparse.Namespace) -> int:
             errors[name] = str(e)
             print(f"anydepth eval: {name}: {e}", file=sys.stderr)
             continue
-        if ds_kwargs:
-            result.meta["dataset_options"] = ds_kwargs
         if not result.complete:
             print(
                 f"anydepth eval: warning: {name} is incomplete ({result.num_samples} of "
@@ -371,35 +417,4 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         results.append(result)
-
-    run_meta = {
-        "anydepth_version": __version__,
-        "git_commit": _git_commit(),
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
-        "arguments": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"
-        },
-        "source": (
-            {
-                "kind": "predictions",
-                "dir": str(args.predictions),
-                "space": args.pred_space,
-                "naming": args.pred_naming,
-            }
-            if args.predictions is not None
-            else {"kind": "model", **model_info, "device": str(device), "dtype": args.dtype}
-        ),
-    }
-    paths = write_report(
-        args.output, results, label=label, run_meta=run_meta, errors=errors, overwrite=args.overwrite
-    )
-    if results:
-        from anydepth.eval.report import load_result
-
-        print(paper_table([(label, load_result(paths["metrics.json"])["benchmarks"])]), end="")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if errors:
-        print(f"anydepth eval: {len(errors)} benchmark(s) failed: {', '.join(errors)}", file=sys.stderr)
-        return 1
-    return 0
+    return _report(args, st, results, errors)

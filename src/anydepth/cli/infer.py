@@ -12,8 +12,11 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from anydepth.cli.runner import add_runtime_args, build_runner
 
 log = logging.getLogger("anydepth.cli.infer")
 
@@ -52,32 +55,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
     )
-    g.add_argument(
-        "--backend",
-        default="torch",
-        choices=["torch", "onnxruntime"],
-        help="inference backend (default: torch)",
-    )
-    g.add_argument(
-        "--onnx", metavar="FILE", help="ONNX file from `anydepth export` (for --backend onnxruntime)"
-    )
-
+    model_group = g
     g = p.add_argument_group("processing")
     g.add_argument("--size", default="768", metavar="SPEC",
                    help="processing size: N or short:N (short side, default 768), long:N, HxW, or native")  # fmt: skip
     g.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)"
     )
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    g.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
-    )
-    g.add_argument(
-        "--fast",
-        action="store_true",
-        help="optimised inference path (folded BN, row tiling, Winograd on CPU; same depth within 1e-4, "
-        "less time and memory; see docs/efficiency.md)",
-    )
+    add_runtime_args(g, backend_group=model_group)
     g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
 
     g = p.add_argument_group("outputs")
@@ -136,28 +121,6 @@ def _parse_save(spec: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
-def resolve_device(name: str) -> Any:
-    """Map ``--device`` to a ``torch.device`` (``auto``: CUDA, then MPS, then CPU)."""
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine (try --device auto)")
-    if name == "mps" and not mps_ok:
-        raise ValueError("--device mps: MPS is not available on this machine (try --device auto)")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str) -> Any:
-    """Map ``--dtype`` to a ``torch.dtype``."""
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
     if spec is None:
         return None
@@ -179,55 +142,9 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
 
 
 def _make_runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Build the inference runner and a description of the model for the summary."""
-    import anydepth
-
-    if args.backend == "onnxruntime" or args.onnx:
-        from anydepth.export.onnx_runtime import OnnxRunner
-
-        if args.backend != "onnxruntime" or not args.onnx or args.checkpoint or args.model:
-            raise ValueError(
-                "ONNX inference takes --backend onnxruntime --onnx FILE (no --checkpoint/--model)"
-            )
-        if args.fast:
-            raise ValueError("--fast applies to the torch backend (an ONNX graph is already optimised)")
-        return OnnxRunner(args.onnx), {"onnx": str(args.onnx)}
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype)
-    if args.checkpoint and args.model:
-        raise ValueError("give either --checkpoint or --model, not both")
-    if args.checkpoint:
-        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
-        info: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    elif args.model:
-        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
-        info = {"preset": args.model}
-        log.warning(
-            "--model %s builds a randomly initialised decoder: the depth is meaningless; use --checkpoint "
-            "for a trained model",
-            args.model,
-        )
-    else:
-        raise ValueError(
-            "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
-        )
-    if args.encoder_weights:
-        info["encoder_weights"] = str(args.encoder_weights)
-    if args.fast:
-        info["fast"] = True
-    return torch_runner(model, device, dtype, fast=args.fast), info
-
-
-def torch_runner(model: Any, device: Any, dtype: Any, *, fast: bool = False) -> Any:
-    """``TorchRunner`` for ``model`` on ``device`` in ``dtype``; ``fast``: over ``optimize_for_inference(model)``
-    (which runs its own dtype: decoder in ``dtype``, encoder under autocast)."""
-    from anydepth.inference import TorchRunner
-
-    if not fast:
-        return TorchRunner(model, device=device, dtype=dtype)
-    from anydepth.export.fast import optimize_for_inference
-
-    return TorchRunner(optimize_for_inference(model.eval().to(device), dtype=dtype), device=device)
+    """The inference runner (``cli.runner.build_runner``) and a description of its source for the summary."""
+    built = build_runner(args)
+    return built.runner, built.source()
 
 
 def _outputs_for_image(out_dir: Path, rel: Any, saves: list[str], metric: bool) -> dict[str, Path]:
@@ -276,17 +193,6 @@ def _existing_status(outs: dict[str, Path], args: argparse.Namespace) -> tuple[s
     )
 
 
-def _nearness(value: Any, space: Any) -> Any:
-    """A map that grows towards the camera (disparity-like), used for colouring."""
-    import numpy as np
-
-    from anydepth.ops.alignment import to_inverse
-
-    if space.is_disparity:
-        return value
-    return to_inverse(value) if space.is_metric else -np.asarray(value)
-
-
 def _find_reference(ref_dir: Path, rel: Any) -> Path:
     from anydepth.data.io import DEPTH_EXTENSIONS
 
@@ -300,14 +206,6 @@ def _find_reference(ref_dir: Path, rel: Any) -> Path:
     )
 
 
-def _ply_stride(h: int, w: int, requested: int) -> int:
-    import math
-
-    if requested > 0:
-        return requested
-    return max(1, math.ceil(math.sqrt(h * w / PLY_MAX_POINTS)))
-
-
 def _write_ply_for(
     path: Path,
     pred: Any,
@@ -316,53 +214,30 @@ def _write_ply_for(
     source: str,
     overwrite: bool,
 ) -> dict[str, Any]:
-    import numpy as np
-
     from anydepth import __version__
-    from anydepth.data.pointcloud import write_ply
-    from anydepth.ops.geometry import depth_edge_mask, unproject_depth
+    from anydepth.data.pointcloud import auto_stride, prediction_cloud, write_ply
 
-    depth = np.asarray(pred.depth, dtype=np.float32)
-    k = pred.intrinsics
-    ok = np.isfinite(depth) & (depth > 0)
     max_depth = args.max_depth
     info = pred.meta.get("depth", {})
     if max_depth is None and pred.metric and "reference_max_m" in info:
         max_depth = 2.0 * float(info["reference_max_m"])
-    if max_depth is not None:
-        ok &= depth <= max_depth
-    if args.edge_threshold > 0:
-        ok &= ~depth_edge_mask(depth, rtol=args.edge_threshold)
-    s = _ply_stride(depth.shape[0], depth.shape[1], args.ply_stride)
-    pts = unproject_depth(depth, k)[::s, ::s]
-    sel = ok[::s, ::s]
-    points = pts[sel]
-    colors = np.asarray(rgb)[::s, ::s][sel]
-    if pred.metric:
-        ref = info.get("reference", "reference depth")
-        scale_note = (
-            f"metric: yes; units: metres; aligned to {ref} (least squares in {info.get('fit_space', '?')} space, "
-            f"scale {info.get('scale', float('nan')):.6g}, shift {info.get('shift', float('nan')):.6g})"
-            if info.get("mapping") == "aligned"
-            else "metric: yes; units: metres (metric model output)"
-        )
-    else:
-        near, far = info.get("near"), info.get("far")
-        scale_note = (
-            f"metric: NO; units: nominal (affine-invariant prediction mapped to the nominal depth range "
-            f"[{near}, {far}]; true scale and shift unknown; use --align-to for metric depth)"
-        )
-    comments = [
-        f"generated by anydepth {__version__} infer",
-        f"source {source}",
-        scale_note,
-        "frame: OpenCV camera, x right, y down, z forward; pixel centres at integer coordinates",
-        f"intrinsics fx {k.fx:.6f} fy {k.fy:.6f} cx {k.cx:.6f} cy {k.cy:.6f} "
-        f"({pred.meta.get('intrinsics_source')}) image {depth.shape[1]}x{depth.shape[0]} stride {s}",
-    ]
-    comments = [c.replace("\n", " ").replace("\r", " ") for c in comments]
-    write_ply(path, points, colors, comments=comments, overwrite=overwrite)
-    return {"points": int(len(points)), "stride": s, "max_depth": max_depth, "metric": bool(pred.metric)}
+    h, w = pred.depth.shape
+    cloud = prediction_cloud(
+        pred,
+        rgb,
+        stride=args.ply_stride if args.ply_stride > 0 else auto_stride(h, w, PLY_MAX_POINTS),
+        header=[f"generated by anydepth {__version__} infer", f"source {source}"],
+        max_depth=max_depth,
+        edge_threshold=args.edge_threshold,
+        unaligned_hint="; use --align-to for metric depth",
+    )
+    write_ply(path, cloud.points, cloud.colors, comments=cloud.comments, overwrite=overwrite)
+    return {
+        "points": int(len(cloud.points)),
+        "stride": cloud.stride,
+        "max_depth": max_depth,
+        "metric": bool(pred.metric),
+    }
 
 
 def _side_by_side(rgb: Any, color: Any) -> Any:
@@ -417,22 +292,43 @@ class _Run:
         written.append(str(path))
 
 
+@dataclass
+class _Plan:
+    """What the setup phase of ``infer`` resolved: inputs, alignment, the runner and the shared settings."""
+
+    specs: list[str]
+    images: list[Any]
+    videos: list[Any]
+    resolution: Any
+    near_far: tuple[float, float]
+    k_dict: dict[str, float] | None
+    align_path: Path | None
+    runner: Any
+    model_info: dict[str, Any]
+    model_load_s: float
+    common: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> bool:
+        """Images are aligned to metric reference depth."""
+        return self.align_path is not None
+
+
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from anydepth import __version__
-    from anydepth.data.inputs import expand_inputs, read_exif_focal_35mm
-    from anydepth.data.io import read_depth, read_image
-    from anydepth.inference import PredictItem, Resolution, describe_runner, predict_iter
-    from anydepth.ops.colormap import colormap_lut
-    from anydepth.ops.geometry import intrinsics_from_dict
-
+    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary."""
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state = _Run(args)
-    saves = state.saves
+    plan = _setup(state)
+    _image_phase(state, plan)
+    _video_phase(state, plan)
+    return _finish(state, plan, t_start, started)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from anydepth.ops.colormap import colormap_lut
+
     colormap_lut(args.colormap)  # validate early (KeyError lists the choices)
-    resolution = Resolution.parse(args.size)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.frame_stride < 1:
@@ -442,6 +338,17 @@ def run(args: argparse.Namespace) -> int:
     near, far = args.nominal_range
     if not 0 < near < far:
         raise ValueError(f"--nominal-range needs 0 < NEAR < FAR, got {near} {far}")
+
+
+def _setup(state: _Run) -> _Plan:
+    """Phase 1: validate the arguments, expand the inputs, check ``--align-to``, build the runner."""
+    from anydepth.data.inputs import expand_inputs
+    from anydepth.inference import Resolution
+
+    args = state.args
+    _validate(args)
+    resolution = Resolution.parse(args.size)
+    near, far = args.nominal_range
     k_dict = _load_intrinsics_arg(args.intrinsics)
     specs = list(args.inputs) + list(args.extra_inputs)
     if not specs:
@@ -459,12 +366,11 @@ def run(args: argparse.Namespace) -> int:
                 f"--align-to {align_path} is a single file: it needs exactly one image input (got {len(items)} "
                 "inputs); pass a directory of reference depth maps named like the inputs instead"
             )
-    metric = align_path is not None
 
     t0 = time.perf_counter()
     runner, model_info = _make_runner(args)
     model_load_s = time.perf_counter() - t0
-    if "ply" in saves and not metric:
+    if "ply" in state.saves and align_path is None:
         log.warning(
             "point clouds will NOT be metric: the prediction is affine-invariant disparity, mapped to the nominal "
             "depth range [%g, %g] (arbitrary units); pass --align-to with metric depth for metric clouds",
@@ -486,8 +392,23 @@ def run(args: argparse.Namespace) -> int:
         default_fov_deg=args.default_fov,
         nominal_range=(near, far),
     )
+    return _Plan(
+        specs, images, videos, resolution, (near, far), k_dict, align_path, runner, model_info, model_load_s,
+        common,
+    )  # fmt: skip
 
-    # ---------------------------------------------------------------- images
+
+def _image_phase(state: _Run, plan: _Plan) -> None:
+    """Phase 2: every image through one ``predict_iter`` stream (batched), outputs written per prediction."""
+    from tqdm import tqdm
+
+    from anydepth.data.inputs import read_exif_focal_35mm
+    from anydepth.data.io import read_depth, read_image
+    from anydepth.inference import PredictItem, predict_iter
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    args, saves, images, metric = state.args, state.saves, plan.images, plan.metric
+    k_dict, align_path, runner, common = plan.k_dict, plan.align_path, plan.runner, plan.common
     bar = tqdm(
         total=len(images), unit="img", desc="images", disable=args.quiet or not images, file=sys.stderr
     )
@@ -546,9 +467,14 @@ def run(args: argparse.Namespace) -> int:
             state.fail(str(it.path), "not processed: inference failed on an earlier batch")
     bar.close()
 
-    # ---------------------------------------------------------------- videos
-    for it in videos:
-        rec = {"input": str(it.path), "kind": "video"}
+
+def _video_phase(state: _Run, plan: _Plan) -> None:
+    """Phase 3: each video frame by frame (``_run_video``), one output set per video."""
+    from anydepth import __version__
+
+    args, saves, runner, k_dict, common = state.args, state.saves, plan.runner, plan.k_dict, plan.common
+    for it in plan.videos:
+        rec: dict[str, Any] = {"input": str(it.path), "kind": "video"}
         state.records.append(rec)
         outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
         status, reason = _existing_status(outs, args)
@@ -571,7 +497,15 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, ImportError) as e:
             state.fail(str(it.path), str(e), rec)
 
-    # ---------------------------------------------------------------- summary
+
+def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
+    """Phase 4: the run summary (``summary.json``), the failure list and the exit status."""
+    from anydepth import __version__
+    from anydepth.inference import describe_runner
+
+    args = state.args
+    near, far = plan.near_far
+    model_load_s = plan.model_load_s
     total_s = time.perf_counter() - t_start
     n_ok = sum(r.get("status") == "ok" for r in state.records)
     n_skip = sum(r.get("status") == "skipped" for r in state.records)
@@ -581,16 +515,16 @@ def run(args: argparse.Namespace) -> int:
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {**model_info, **describe_runner(runner)},
+        "model": {**plan.model_info, **describe_runner(plan.runner)},
         "settings": {
-            "inputs": specs,
+            "inputs": plan.specs,
             "output": str(state.out_dir),
-            "resolution": resolution.describe(),
+            "resolution": plan.resolution.describe(),
             "batch_size": args.batch_size,
             "tta": bool(args.tta),
-            "save": saves,
+            "save": state.saves,
             "colormap": args.colormap,
-            "intrinsics": k_dict,
+            "intrinsics": plan.k_dict,
             "fov": args.fov,
             "default_fov": args.default_fov,
             "align_to": args.align_to,
@@ -659,7 +593,7 @@ def _write_image_outputs(
     import numpy as np
 
     from anydepth.data.io import write_image, write_npy, write_png16
-    from anydepth.inference import align_prediction
+    from anydepth.inference import align_prediction, nearness
     from anydepth.ops.colormap import apply_colormap, robust_range, to_uint16
 
     args = state.args
@@ -684,7 +618,7 @@ def _write_image_outputs(
             outs["npy_depth"], lambda ow: write_npy(outs["npy_depth"], d, overwrite=ow), written
         )
     if "color" in outs or "side" in outs:
-        near = _nearness(value, pred.space)
+        near = nearness(value, pred.space)
         lo, hi = robust_range(near, 1.0, 99.0)
         color = apply_colormap(near, args.colormap, vmin=lo, vmax=hi)
         rec["color_range"] = [lo, hi]
@@ -743,7 +677,7 @@ def _run_video(
     from anydepth.atomic import atomic_path
     from anydepth.data.io import write_npy, write_png16
     from anydepth.data.video import VideoWriter, iter_frames, probe_video
-    from anydepth.inference import PredictItem, RangeTracker, predict_iter
+    from anydepth.inference import PredictItem, RangeTracker, nearness, predict_iter
     from anydepth.ops.colormap import apply_colormap, to_uint16
     from anydepth.ops.geometry import intrinsics_from_dict
 
@@ -774,7 +708,7 @@ def _run_video(
             i = pred.meta.pop("frame")
             rgb = pred.meta.pop("rgb")
             state.forward_s += float(pred.meta.get("forward_s", 0.0))
-            near = _nearness(pred.value, pred.space)
+            near = nearness(pred.value, pred.space)
             c_lo, c_hi = color_tracker.update(near)
             v_lo, v_hi = (c_lo, c_hi) if near is pred.value else value_tracker.update(pred.value)
             frec: dict[str, Any] = {"frame": i, "color_range": [c_lo, c_hi]}

@@ -15,6 +15,8 @@ import re
 import sys
 from typing import Any
 
+from anydepth.cli.runner import add_runtime_args, build_runner
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "ANYDEPTH_TOKEN"
@@ -41,14 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
     )
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    g.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype (default fp32)"
-    )
-    g.add_argument(
-        "--fast",
-        action="store_true",
-        help="optimised inference path (same depth within 1e-4, faster, less memory; docs/efficiency.md)",
+    add_runtime_args(
+        g,
+        fast_help="optimised inference path (same depth within 1e-4, faster, less memory; docs/efficiency.md)",
+        backend_group=g,
     )
     g.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation (2x compute)")
 
@@ -127,43 +125,20 @@ def resolve_token(arg: str | None) -> str | None:
 
 def build_app(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Load the model and build the app from parsed arguments; returns ``(app, info)``."""
-    import anydepth
-    from anydepth.cli.infer import resolve_device, resolve_dtype, torch_runner
     from anydepth.inference import Resolution
     from anydepth.serve.app import create_app
 
-    if args.checkpoint and args.model:
-        raise ValueError("give either --checkpoint or --model, not both")
-    if not args.checkpoint and not args.model:
-        raise ValueError(
-            "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
-        )
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     for name in ("max_upload_mb", "max_megapixels"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     Resolution.parse(args.size)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype)
-    info: dict[str, Any] = {}
-    if args.checkpoint:
-        model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
-        info["checkpoint"] = os.path.basename(str(args.checkpoint))
-    else:
-        model = anydepth.create_model(args.model, encoder_weights=args.encoder_weights)
-        info["preset"] = args.model
+    built = build_runner(args)
+    info = built.source(basenames=True)
+    if built.random_decoder:
         info["random_decoder"] = True
-        log.warning(
-            "--model %s builds a randomly initialised decoder: the depth is meaningless; use --checkpoint "
-            "for a trained model",
-            args.model,
-        )
-    if args.encoder_weights:
-        info["encoder_weights"] = os.path.basename(str(args.encoder_weights))
-    if args.fast:
-        info["fast"] = True
-    runner = torch_runner(model, device, dtype, fast=args.fast)
+    runner = built.runner
     token = resolve_token(args.token)
     allowed = resolve_allowed_hosts(args.host, args.allowed_hosts)
     if not _is_loopback(args.host) and token is None:
@@ -189,7 +164,7 @@ def build_app(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         flip_tta=args.tta,
         model_info=info,
     )
-    return app, {"token": token, "allowed_hosts": allowed, "device": str(device)}
+    return app, {"token": token, "allowed_hosts": allowed, "device": str(runner.device)}
 
 
 class _RedactToken(logging.Filter):

@@ -17,18 +17,36 @@ Format written (``binary_little_endian 1.0``)::
 
 Coordinates are in the OpenCV camera frame (x right, y down, z forward) in the unit of the depth they came from;
 ``comment`` lines state that unit and whether it is metric.
+
+``prediction_cloud`` is the one way a ``Prediction`` becomes a point cloud (``anydepth infer``, ``anydepth serve``
+and the demo): depth -> masks (invalid, beyond ``max_depth``, depth edges) -> strided unprojection -> colours ->
+header comments saying whether the cloud is metric. ``encode_ply`` gives the bytes (the server answers with them),
+``write_ply`` writes them atomically.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from anydepth.atomic import atomic_path
+from anydepth.ops.geometry import depth_edge_mask, unproject_depth
+from anydepth.types import Intrinsics, Prediction
 
-__all__ = ["write_ply", "read_ply"]
+__all__ = [
+    "PointCloud",
+    "auto_stride",
+    "cloud_from_depth",
+    "prediction_cloud",
+    "encode_ply",
+    "write_ply",
+    "read_ply",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -40,25 +58,133 @@ _PLY_TYPES = {
 }  # fmt: skip
 
 
-def write_ply(
-    path: PathLike,
-    points: np.ndarray,
-    colors: np.ndarray | None = None,
+@dataclass
+class PointCloud:
+    """A coloured point cloud and its PLY header comments.
+
+    Attributes:
+        points: ``[N,3]`` float32 camera-frame coordinates (unit of the depth).
+        colors: ``[N,3]`` uint8 RGB.
+        comments: PLY header comment lines (no newlines).
+        stride: pixel stride per axis used.
+    """
+
+    points: np.ndarray
+    colors: np.ndarray
+    comments: list[str]
+    stride: int
+
+
+def auto_stride(h: int, w: int, max_points: int) -> int:
+    """Smallest per-axis pixel stride that keeps an ``h x w`` grid at or under ``max_points`` points."""
+    return max(1, math.ceil(math.sqrt(h * w / max_points)))
+
+
+def cloud_from_depth(
+    depth: np.ndarray,
+    intrinsics: Intrinsics,
+    rgb: np.ndarray,
     *,
-    comments: list[str] | tuple[str, ...] = (),
-    overwrite: bool = False,
-) -> Path:
-    """Write a point cloud as a binary little-endian PLY file (atomically).
+    stride: int = 1,
+    max_depth: float | None = None,
+    edge_threshold: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unproject every ``stride``-th pixel of a planar depth map, keeping valid pixels only.
 
     Args:
-        path: destination ``.ply`` file.
+        depth: ``[H,W]`` planar depth (any unit); non-finite or <= 0 = no point.
+        intrinsics: pinhole intrinsics of this ``H x W`` image (pixels).
+        rgb: ``[H,W,3]`` uint8 colours.
+        stride: keep every ``stride``-th pixel per axis.
+        max_depth: drop points farther than this (same unit as ``depth``).
+        edge_threshold: drop pixels at relative depth jumps above this (``ops.geometry.depth_edge_mask``); 0 keeps.
+
+    Returns:
+        ``(points [N,3], colors [N,3] uint8)`` in row-major pixel order.
+    """
+    d = np.asarray(depth, dtype=np.float32)
+    ok = np.isfinite(d) & (d > 0)
+    if max_depth is not None:
+        ok &= d <= max_depth
+    if edge_threshold > 0:
+        ok &= ~depth_edge_mask(d, rtol=edge_threshold)
+    pts = unproject_depth(d, intrinsics)[::stride, ::stride]
+    sel = ok[::stride, ::stride]
+    return pts[sel], np.asarray(rgb, dtype=np.uint8)[::stride, ::stride][sel]
+
+
+def _scale_note(pred: Prediction, unaligned_hint: str) -> str:
+    info = pred.meta.get("depth", {})
+    if pred.metric:
+        if info.get("mapping") == "aligned":
+            ref = info.get("reference", "reference depth")
+            return (
+                f"metric: yes; units: metres; aligned to {ref} (least squares in {info.get('fit_space', '?')} "
+                f"space, scale {info.get('scale', float('nan')):.6g}, shift {info.get('shift', float('nan')):.6g})"
+            )
+        return "metric: yes; units: metres (metric model output)"
+    return (
+        f"metric: NO; units: nominal (affine-invariant prediction mapped to the nominal depth range "
+        f"[{info.get('near')}, {info.get('far')}]; true scale and shift unknown{unaligned_hint})"
+    )
+
+
+def prediction_cloud(
+    pred: Prediction,
+    rgb: np.ndarray,
+    *,
+    stride: int,
+    header: Sequence[str] = (),
+    max_depth: float | None = None,
+    edge_threshold: float = 0.0,
+    intrinsics_source: bool = True,
+    unaligned_hint: str = "",
+) -> PointCloud:
+    """The point cloud of a prediction's depth (metric, aligned or nominal) with self-describing comments.
+
+    Args:
+        pred: a ``Prediction`` with ``depth [H,W]`` and ``intrinsics``.
+        rgb: ``[H,W,3]`` uint8 image the prediction was made for.
+        stride: pixel stride per axis (``auto_stride`` for a point budget).
+        header: first comment lines (tool and version, source...).
+        max_depth, edge_threshold: see ``cloud_from_depth``.
+        intrinsics_source: name where the intrinsics came from (``pred.meta["intrinsics_source"]``).
+        unaligned_hint: appended to the note of a non-metric cloud (e.g. how to get a metric one).
+
+    Raises:
+        ValueError: the prediction has no depth or no intrinsics.
+    """
+    if pred.depth is None or pred.intrinsics is None:
+        raise ValueError("prediction_cloud needs a prediction with depth and intrinsics")
+    depth = np.asarray(pred.depth, dtype=np.float32)
+    k = pred.intrinsics
+    points, colors = cloud_from_depth(
+        depth, k, rgb, stride=stride, max_depth=max_depth, edge_threshold=edge_threshold
+    )
+    src = f" ({pred.meta.get('intrinsics_source')})" if intrinsics_source else ""
+    comments = [
+        *header,
+        _scale_note(pred, unaligned_hint),
+        "frame: OpenCV camera, x right, y down, z forward; pixel centres at integer coordinates",
+        f"intrinsics fx {k.fx:.6f} fy {k.fy:.6f} cx {k.cx:.6f} cy {k.cy:.6f}{src} "
+        f"image {depth.shape[1]}x{depth.shape[0]} stride {stride}",
+    ]
+    comments = [c.replace("\n", " ").replace("\r", " ") for c in comments]
+    return PointCloud(points, colors, comments, stride)
+
+
+def encode_ply(
+    points: np.ndarray, colors: np.ndarray | None = None, *, comments: Sequence[str] = ()
+) -> bytes:
+    """A point cloud as binary little-endian PLY bytes (format in the module docstring).
+
+    Args:
         points: ``[N, 3]`` float coordinates (stored as float32).
         colors: optional ``[N, 3]`` uint8 RGB.
         comments: header comment lines (no newlines).
-        overwrite: replace an existing file (default: refuse with ``FileExistsError``).
 
-    Returns:
-        The path written.
+    Raises:
+        ValueError: bad shapes/dtypes or a comment with a newline.
     """
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] != 3:
@@ -83,10 +209,33 @@ def write_ply(
     header = ["ply", "format binary_little_endian 1.0"]
     header += [f"comment {c}" for c in comments]
     header += [f"element vertex {len(pts)}", *props, "end_header"]
+    return ("\n".join(header) + "\n").encode("ascii") + rec.tobytes()
+
+
+def write_ply(
+    path: PathLike,
+    points: np.ndarray,
+    colors: np.ndarray | None = None,
+    *,
+    comments: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write a point cloud as a binary little-endian PLY file (atomically; bytes from ``encode_ply``).
+
+    Args:
+        path: destination ``.ply`` file.
+        points: ``[N, 3]`` float coordinates (stored as float32).
+        colors: optional ``[N, 3]`` uint8 RGB.
+        comments: header comment lines (no newlines).
+        overwrite: replace an existing file (default: refuse with ``FileExistsError``).
+
+    Returns:
+        The path written.
+    """
+    data = encode_ply(points, colors, comments=comments)
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(rec.tobytes())
+            f.write(data)
     return Path(path)
 
 

@@ -58,7 +58,6 @@ from anydepth.models.checkpoint import load_model, save_model
 from anydepth.models.depth_model import DepthModel
 from anydepth.models.factory import create_model, get_model_config
 from anydepth.models.weights.loading import encoder_hash
-from anydepth.types import DepthSpace
 from anydepth.version import __version__
 
 __all__ = [
@@ -184,39 +183,45 @@ def evaluate_model(
 ) -> dict[str, float]:
     """AbsRel / delta1 of ``model`` on a validation loader, after per-image alignment to the ground truth.
 
-    Each prediction (affine-invariant disparity, ``[B,1,H,W]``) is aligned per image with
-    ``anydepth.ops.alignment.align_to_depth`` (``least_square_disparity`` by default: scale and shift fitted in
-    disparity space, clipped and inverted), clipped to ``[min_depth, max_depth]`` metres, and scored with
-    ``anydepth.eval.metrics`` on ground-truth pixels inside ``(min_depth, max_depth)``. Metrics are averaged
-    over images (gathered over all ranks when distributed).
+    Predictions go through the shared forward path (``ops.runner.predict_resized`` with a ``TorchRunner`` in
+    ``precision``; validation images already have a patch-multiple size, so nothing is resized) and are scored by
+    the shared scoring function ``anydepth.eval.score_batch`` in float64: aligned per image
+    (``least_square_disparity`` by default: scale and shift fitted in disparity space, clipped and inverted),
+    clipped to ``[min_depth, max_depth]`` metres, and scored on ground-truth pixels inside ``(min_depth,
+    max_depth)``. Images without such pixels are skipped. Metrics are averaged over images (gathered over all
+    ranks when distributed).
 
     Returns:
         ``{"abs_rel": ..., "delta1": ..., "num_images": n}`` (AbsRel and delta1 as fractions, not x100).
     """
-    from anydepth.eval.metrics import compute_metrics
-    from anydepth.ops.alignment import align_to_depth
+    from anydepth.eval.evaluate import score_batch
+    from anydepth.ops.runner import TorchRunner, predict_resized
 
     was_training = model.training
-    model.eval()
-    # a DepthModel's DepthSpace; a model without one fails in align_to_depth (DepthSpace(None))
-    space = cast("DepthSpace | str", getattr(model, "output_space", None))
+    runner = TorchRunner(model, device=device, dtype=_AMP_DTYPES.get(precision, torch.float32))
     values: dict[str, list[float]] = {"abs_rel": [], "delta1": []}
     for batch in loader:
         b: Batch = batch
         img = b.image.to(device, non_blocking=True)
-        with autocast_context(device, precision):
-            pred = model(img)
-        pred = pred.float()[:, 0].cpu().double()
+        hw = (int(img.shape[-2]), int(img.shape[-1]))
+        pred = torch.stack(predict_resized(runner, img, hw))[:, 0].cpu().double()
         gt = b.depth[:, 0].double()
         valid = b.valid[:, 0].bool() & (gt > min_depth) & (gt < max_depth)
-        res = align_to_depth(pred, space, gt, valid, alignment)
-        aligned = res.depth.clamp(min_depth, max_depth).clamp(min=1e-6)
         keep = valid.flatten(1).any(1)
         if not bool(keep.any()):
             continue
-        m = compute_metrics(aligned[keep], gt[keep], valid[keep], names=("abs_rel", "delta1"))
+        sc = score_batch(
+            pred[keep],
+            runner.output_space,
+            gt[keep],
+            valid[keep],
+            alignment=alignment,
+            min_depth=min_depth,
+            max_depth=max_depth,
+            metrics=("abs_rel", "delta1"),
+        )
         for k in values:
-            values[k] += [float(v) for v in m[k]]
+            values[k] += [float(v) for v in sc.metrics[k]]
     if dist_info is not None and dist_info.distributed:
         import torch.distributed as dist
 

@@ -21,7 +21,10 @@ from anydepth.eval.evaluate import (
     ModelPredictor,
     PrecomputedPredictions,
     Predictor,
+    Scores,
     evaluate,
+    score_batch,
+    score_prediction,
 )
 from anydepth.eval.metrics import DEFAULT_METRICS, METRICS, compute_metrics, mean_over_images
 
@@ -38,6 +41,9 @@ __all__ = [
     "PrecomputedPredictions",
     "Predictor",
     "evaluate",
+    "Scores",
+    "score_batch",
+    "score_prediction",
     "DEFAULT_METRICS",
     "METRICS",
     "compute_metrics",

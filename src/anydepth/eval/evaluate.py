@@ -15,7 +15,8 @@ Means are taken over images at the end. Files that are missing or unreadable are
 benchmark with any failed sample raises ``IncompleteBenchmarkError`` instead of averaging fewer images.
 
 Predictors: any callable ``f(rgb) -> [H,W] array`` (give its ``pred_space``), a ``ModelPredictor`` wrapping a
-``DepthModel`` (processing resolution, optional flip TTA), or ``PrecomputedPredictions`` reading ``.npy`` files.
+``DepthModel`` or any runner (processing resolution, optional flip TTA; the forward path shared with inference,
+``ops.runner.predict_resized``), or ``PrecomputedPredictions`` reading ``.npy`` files.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from anydepth.eval.benchmarks import (
 )
 from anydepth.eval.metrics import DEFAULT_METRICS, compute_metrics, mean_over_images
 from anydepth.ops.alignment import align_to_depth, resolve_alignment
-from anydepth.ops.resize import fit_to_patch_multiple, restore
+from anydepth.ops.resize import processing_size
+from anydepth.ops.runner import Runner, as_runner, predict_resized
 from anydepth.types import DepthSpace
 
 __all__ = [
@@ -56,6 +58,8 @@ __all__ = [
     "evaluate",
     "parse_space",
     "score_prediction",
+    "score_batch",
+    "Scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,27 +127,29 @@ class FunctionPredictor(Predictor):
 
 
 class ModelPredictor(Predictor):
-    """Runs a ``DepthModel``-like network (``forward([B,3,H,W] RGB in [0,1]) -> [B,1,H,W]``, attributes
-    ``patch_size`` and ``output_space``) on one image.
+    """Runs a depth network on one image through the shared forward path (``ops.runner.predict_resized``).
 
     The image is resized so that its longest side is ``processing_res`` (0 or None: native size), rounded to a
     multiple of the patch size (``ops.resize.fit_to_patch_multiple``: bilinear, antialiased when shrinking); the
     raw output is resized back bilinearly to the input size (``ops.resize.restore``). With ``flip_tta`` the
-    output for the horizontally flipped image is flipped back and averaged with the plain output (in the model's
-    output space).
+    output for the horizontally flipped image (same forward pass) is flipped back and averaged with the plain
+    output (in the model's output space).
 
     Args:
-        model: the network, already on ``device`` and in eval mode.
+        model: a ``DepthModel``-like network (``forward([B,3,H,W] RGB in [0,1]) -> [B,1,H,W]``, attributes
+            ``patch_size`` and ``output_space``; wrapped in ``TorchRunner``) or any ``ops.runner.Runner``
+            (``--fast`` model, ONNX Runtime).
         processing_res: longest side for inference; 0/None = native (rounded to the patch multiple).
         flip_tta: average with the horizontally flipped prediction.
-        device: device for the input tensor (default: the device of the model's first parameter, else CPU).
-        autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``); None = off.
+        device: device of a torch model (default: the device of its first parameter, else CPU).
+        autocast_dtype: run a torch model under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``);
+            None = float32.
         info: extra metadata recorded in results (model name, checkpoint...).
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | Runner,
         *,
         processing_res: int | None = None,
         flip_tta: bool = False,
@@ -151,42 +157,31 @@ class ModelPredictor(Predictor):
         autocast_dtype: torch.dtype | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model
-        self.patch = int(getattr(model, "patch_size", 1))
-        self.space = parse_space(getattr(model, "output_space", DepthSpace.DISPARITY_AFFINE_INVARIANT))
         if processing_res is not None and processing_res < 0:
             raise ValueError(f"processing_res must be >= 0 (0 = native), got {processing_res}")
+        self.runner = as_runner(model, device, autocast_dtype)
+        self.model = getattr(self.runner, "model", model)
+        self.patch = int(self.runner.patch_size)
+        self.space = parse_space(self.runner.output_space)
         self.processing_res = int(processing_res or 0)
         self.flip_tta = bool(flip_tta)
-        if device is None:
-            p = next(iter(model.parameters()), None)
-            device = p.device if p is not None else torch.device("cpu")
-        self.device = torch.device(device)
-        self.autocast_dtype = autocast_dtype
+        self.device = self.runner.device
+        run_dtype = getattr(self.runner, "dtype", None)  # a TorchRunner's compute dtype
+        self.autocast_dtype = autocast_dtype or (run_dtype if run_dtype != torch.float32 else None)
         self.info = dict(info or {})
         self._last: dict[str, Any] = {}
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.autocast_dtype is None:
-            return self.model(x)
-        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-            return self.model(x)
-
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray, name: str) -> np.ndarray:
         img = torch.as_tensor(np.ascontiguousarray(image))
         if img.ndim != 3 or img.shape[-1] != 3:
             raise ValueError(f"{name}: expected an RGB image [H,W,3], got {tuple(img.shape)}")
-        x = img.permute(2, 0, 1)[None].to(self.device)
+        x = img.permute(2, 0, 1)
         x = x.float() / 255.0 if img.dtype == torch.uint8 else x.float()
-        long_side = self.processing_res or None
-        xr, info = fit_to_patch_multiple(x, self.patch, short_side=None, long_side=long_side)
-        y = self._forward(xr).float()
-        if self.flip_tta:
-            y = 0.5 * (y + self._forward(xr.flip(-1)).float().flip(-1))
-        y = restore(y, info)
-        self._last = {"proc_h": info.proc_hw[0], "proc_w": info.proc_hw[1]}
-        return y[0, 0].cpu().numpy()
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        proc = processing_size(hw, self.patch, short_side=None, long_side=self.processing_res or None)
+        y = predict_resized(self.runner, [x], proc, flip_tta=self.flip_tta)[0]
+        self._last = {"proc_h": proc[0], "proc_w": proc[1]}
+        return y[0].cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -511,6 +506,67 @@ def evaluate(
     return result
 
 
+@dataclass
+class Scores:
+    """What ``score_batch`` returns (per image of the batch).
+
+    Attributes:
+        depth: ``[B,H,W]`` aligned and clipped depth in metres (dtype of the prediction).
+        metrics: ``{name: [B] float64}`` per-image metric values.
+        scale, shift: ``[B]`` fitted alignment parameters (in the fit space).
+        fit_pixels: ``[B]`` pixels the fit used.
+    """
+
+    depth: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    scale: torch.Tensor
+    shift: torch.Tensor
+    fit_pixels: torch.Tensor
+
+
+def score_batch(
+    pred: torch.Tensor,
+    pred_space: DepthSpace | str,
+    gt: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    alignment: str = "auto",
+    min_depth: float,
+    max_depth: float,
+    min_pred_depth: float = 1e-6,
+    alignment_max_res: int | None = None,
+    alignment_downsample: str = "marigold",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> Scores:
+    """The one scoring function: align each prediction, clip it and compute its metrics (steps 5-7).
+
+    Used by ``evaluate`` (one image at a time, via ``score_prediction``), the trainer's validation and the demo.
+    Computations run in the dtype of ``pred`` / ``gt`` (the solve itself in float64).
+
+    Args:
+        pred: ``[B,H,W]`` float predictions in ``pred_space`` at the ground-truth size.
+        pred_space: ``DepthSpace`` (or ``depth`` / ``disparity``) of ``pred``.
+        gt: ``[B,H,W]`` float ground-truth depth in metres.
+        mask: ``[B,H,W]`` bool evaluation mask (used for the fit and the metrics).
+        alignment: ``auto`` or one of ``ALIGNMENT_METHODS``.
+        min_depth, max_depth: clip range of the aligned depth (metres); then clipped to ``>= min_pred_depth``.
+        alignment_max_res, alignment_downsample: fit subsampling (see ``anydepth.ops.alignment``).
+        metrics: metric names.
+
+    Returns:
+        ``Scores`` (aligned depth, per-image metrics, scale, shift, fit pixels). An image without any mask pixel
+        gets NaN metrics.
+    """
+    space = parse_space(pred_space)
+    method = resolve_alignment(alignment, space)
+    aligned = align_to_depth(
+        pred, space, gt, mask, method, max_res=alignment_max_res, downsample=alignment_downsample
+    )
+    depth = aligned.depth.clamp(min=min_depth, max=max_depth).clamp(min=min_pred_depth)
+    per = compute_metrics(depth, gt, mask, metrics)
+    return Scores(depth, per, aligned.scale, aligned.shift, aligned.fit_pixels)
+
+
 def score_prediction(
     pred: torch.Tensor,
     pred_space: DepthSpace | str,
@@ -525,38 +581,28 @@ def score_prediction(
     alignment_downsample: str = "marigold",
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> dict[str, float]:
-    """Align one prediction, clip it and compute its metrics (steps 5-7 of the protocol).
-
-    Args:
-        pred: ``[H,W]`` float prediction in ``pred_space`` at the ground-truth size.
-        pred_space: ``DepthSpace`` (or ``depth`` / ``disparity``) of ``pred``.
-        gt: ``[H,W]`` float32 ground-truth depth in metres.
-        mask: ``[H,W]`` bool evaluation mask (used for the fit and the metrics).
-        alignment: ``auto`` or one of ``ALIGNMENT_METHODS``.
-        min_depth, max_depth: clip range of the aligned depth (metres); then clipped to ``>= min_pred_depth``.
-        alignment_max_res, alignment_downsample: fit subsampling (see ``anydepth.ops.alignment``).
-        metrics: metric names.
+    """``score_batch`` for one ``[H,W]`` prediction, ground truth and mask, as Python numbers.
 
     Returns:
         ``{metric: value, "scale": s, "shift": t, "fit_pixels": n}`` as Python floats/ints.
     """
-    space = parse_space(pred_space)
-    method = resolve_alignment(alignment, space)
-    aligned = align_to_depth(
+    sc = score_batch(
         pred[None],
-        space,
+        pred_space,
         gt[None],
         mask[None],
-        method,
-        max_res=alignment_max_res,
-        downsample=alignment_downsample,
+        alignment=alignment,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        min_pred_depth=min_pred_depth,
+        alignment_max_res=alignment_max_res,
+        alignment_downsample=alignment_downsample,
+        metrics=metrics,
     )
-    depth = aligned.depth.clamp(min=min_depth, max=max_depth).clamp(min=min_pred_depth)
-    per = compute_metrics(depth[0], gt, mask, metrics)
-    out: dict[str, Any] = {k: float(v) for k, v in per.items()}
-    out["scale"] = float(aligned.scale[0])
-    out["shift"] = float(aligned.shift[0])
-    out["fit_pixels"] = int(aligned.fit_pixels[0])
+    out: dict[str, Any] = {k: float(v[0]) for k, v in sc.metrics.items()}
+    out["scale"] = float(sc.scale[0])
+    out["shift"] = float(sc.shift[0])
+    out["fit_pixels"] = int(sc.fit_pixels[0])
     return out
 
 

@@ -28,6 +28,7 @@ from anydepth.models.factory import build_model, create_model, get_model_config,
 from anydepth.models.weights.layers import ENCODER_LAYERS
 from anydepth.models.weights.loading import encoder_hash, read_checkpoint
 from anydepth.models.weights.official import convert_official_state_dict
+from anydepth.models.weights.vggt import is_vggt_checkpoint, load_vggt_model
 from anydepth.registry import ENCODERS
 from anydepth.version import __version__
 
@@ -169,6 +170,12 @@ def load_model(
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
+        if is_vggt_checkpoint(p):  # facebook/VGGT-1B model.pt / model.safetensors: aggregator + depth head
+            if encoder_weights is not None:
+                raise ValueError(f"{p} is a whole VGGT model (encoder included); do not pass encoder_weights")
+            vggt = load_vggt_model(p)
+            vggt.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(vggt)}
+            return vggt
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
 
     from safetensors.torch import load_file

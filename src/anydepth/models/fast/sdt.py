@@ -292,7 +292,7 @@ class FastSDTDecoder(nn.Module):
             tile whatever the input size. Larger tiles are faster (fewer, larger convolution calls: measured
             1.67x / 2.0x / 2.28x over eager at 256x256 for 8192 / 16384 / 65536-pixel tiles), smaller ones
             leaner; the quarter-image rule keeps the decoder's peak below DPT's at every size. On CUDA (and
-            other accelerators) tiles cost time (measured on an H200: 4 tiles are 1.1-2.4x slower than none,
+            other accelerators) tiles cost time (measured on an H200: 4 tiles are 1.3-2.4x slower than none,
             ``docs/efficiency.md``), so the default there is no tiling unless one full-resolution map of the
             batch would exceed ``GPU_MAX_FULLRES_BYTES`` (4 GiB), and then the fewest equal tiles that fit;
             pass ``tile_rows`` / ``max_tile_pixels`` for the lean tiled path on a GPU too.

@@ -5,7 +5,8 @@
   Depth-Anything-V2) -> Meta's parameter names (pure functions on state dicts);
 * :mod:`~anydepth.models.weights.loading`: reading checkpoint files (never unpickling), exact loading into a
   backbone, the content hash that identifies encoder weights;
-* :mod:`~anydepth.models.weights.official`: official AnyDepth heads and checkpoints <-> our decoders (pure).
+* :mod:`~anydepth.models.weights.official`: official AnyDepth heads and checkpoints <-> our decoders (pure);
+* :mod:`~anydepth.models.weights.vggt`: VGGT's ``model.pt`` (aggregator + depth head; other heads dropped, listed).
 
 Nothing here builds a model: ``anydepth.models.factory`` and ``anydepth.models.checkpoint`` do, using these.
 A new checkpoint family gets its own module here (pure state-dict mapping, exact: unknown keys are errors).

