@@ -24,10 +24,10 @@ from fault_corpus import png_header_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 #: peak resident memory the server may reach during the soak (MiB), model and runtime included
-RSS_BOUND_MB = 1200
+RSS_BOUND_MB = 700
 #: how far above its idle level the server's RSS may stay once the soak is over (MiB)
-RSS_RETURN_MB = 200
-REQUESTS = 240
+RSS_RETURN_MB = 150
+REQUESTS = 200
 THREADS = 6
 
 pytestmark = pytest.mark.slow

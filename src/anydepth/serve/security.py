@@ -479,11 +479,15 @@ class DecodedImage:
         rgb: uint8 ``[H,W,3]`` RGB, EXIF orientation applied.
         format: the Pillow format name (``"PNG"``, ``"JPEG"``, ...).
         focal_35mm: EXIF ``FocalLengthIn35mmFilm`` (mm) or None.
+        source_hw: ``(H, W)`` of the uploaded image (EXIF orientation applied).
+        reduction: integer factor the image was decoded at (1: full size; see ``decode_image``'s ``target``).
     """
 
     rgb: np.ndarray
     format: str
     focal_35mm: float | None
+    source_hw: tuple[int, int] = (0, 0)
+    reduction: int = 1
 
 
 def _sniff_unsupported(data: bytes) -> str | None:
@@ -508,7 +512,17 @@ def _exif_focal_35mm(im: Any) -> float | None:
     return f if math.isfinite(f) and f > 0 else None
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+#: EXIF orientation -> the ``PIL.Image.Transpose`` method that shows the image upright (as ImageOps.exif_transpose)
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+) -> DecodedImage:
     """Identify, check and decode an uploaded image held in memory.
 
     The format is identified from the bytes with Pillow, restricted to ``ACCEPTED_IMAGE_FORMATS``. The size
@@ -516,9 +530,18 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     decompression bomb (a small file declaring a huge raster) is refused without allocating it. Pillow's global
     ``Image.MAX_IMAGE_PIXELS`` is left untouched.
 
+    Memory: with ``target``, an image at least twice the processing size on both sides is decoded at an integer
+    reduction ``f`` that keeps it at least the processing size (JPEG: the decoder's DCT scaling, so the full
+    raster is never allocated; other formats: the 8-bit raster is decoded, then box-reduced at once), so
+    everything after decoding (float conversion, inference, answers) scales with the processing size, not the
+    upload's pixel count. The peak of one request is about the 8-bit raster (``H*W*channels`` bytes, bounded by
+    ``max_pixels``) plus ``O(processing size)``.
+
     Args:
         data: the file's bytes.
         max_pixels: largest accepted ``H * W``.
+        target: ``(H, W) -> (H', W')``, the processing size of an upright image of size ``(H, W)``; None decodes at
+            full size.
 
     Returns:
         ``DecodedImage`` with uint8 ``[H,W,3]`` RGB (grayscale expanded, alpha dropped, 16-bit scaled to 8-bit).
@@ -555,19 +578,53 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
                 413, f"image too large: {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels"
             )
         try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # a broken EXIF block: keep the stored orientation
+            orientation = 1
+        swap = orientation in (5, 6, 7, 8)
+        need = None
+        if target is not None:
+            ph, pw = target((w, h) if swap else (h, w))
+            need = (pw, ph) if swap else (ph, pw)  # the processing size in stored orientation
+            f = min(h // max(need[0], 1), w // max(need[1], 1))
+            if fmt == "JPEG" and f >= 2:
+                im.draft(None, (w // f, h // f))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 directly
+        try:
             im.load()
         except Exception as e:  # truncated data: OSError; corrupt streams: OSError/SyntaxError/ValueError
             raise ApiError(400, f"cannot decode {fmt} image (truncated or corrupt): {e}") from None
         focal = _exif_focal_35mm(im)
+        up, reduction = im, 1
+        if need is not None:
+            f = min(im.height // max(need[0], 1), im.width // max(need[1], 1))
+            if f >= 2:
+                up = _reduce(im, f)
+            reduction = max(1, round(h / up.height))
         try:
-            up = ImageOps.exif_transpose(im)
+            if up is im:
+                up = ImageOps.exif_transpose(im)
+            elif orientation in _ORIENTATION:
+                up = up.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
         except Exception:  # a broken orientation tag: keep the stored orientation
-            up = im
+            pass
         try:
             rgb = _to_rgb(up)
         except Exception as e:
             raise ApiError(400, f"cannot convert {fmt} image (mode {up.mode}) to RGB: {e}") from None
-    return DecodedImage(rgb=rgb, format=fmt, focal_35mm=focal)
+    return DecodedImage(
+        rgb=rgb, format=fmt, focal_35mm=focal, source_hw=(w, h) if swap else (h, w), reduction=reduction
+    )
+
+
+def _reduce(im: Any, f: int) -> Any:
+    """``im`` box-reduced by the integer factor ``f`` (modes Pillow cannot reduce are converted first)."""
+    try:
+        return im.reduce(f)
+    except ValueError:
+        if im.mode.startswith("I;16"):
+            return im.convert("I").reduce(f)
+        alpha = im.mode in ("PA", "LA") or "transparency" in im.info
+        return im.convert("RGBA" if alpha else "RGB").reduce(f)
 
 
 def _to_rgb(im: Any) -> np.ndarray:
