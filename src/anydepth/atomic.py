@@ -9,6 +9,7 @@ for reports whose statistics may be undefined, e.g. the mean of nothing).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -21,6 +22,9 @@ __all__ = ["atomic_path", "json_text", "write_json", "NonFinite"]
 
 #: what ``json_text`` does with NaN / inf: raise ``ValueError`` naming the key path, or write ``null``
 NonFinite = Literal["error", "null"]
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @contextlib.contextmanager
@@ -36,6 +40,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OSError: writing failed; a full disk (or quota) gives ``disk full writing <path>``.
     """
     dst = Path(path)
     if dst.exists() and not overwrite:
@@ -51,6 +56,10 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, dst)
+    except OSError as e:
+        if e.errno in _DISK_FULL:  # "No space left on device" names no file: name the one being written
+            raise OSError(e.errno, f"disk full writing {dst}") from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -413,6 +413,12 @@ async def read_form(request: Any, *, max_file_bytes: int, file_field: str = "ima
         if p.name == file_field:
             if len(p.data) > max_file_bytes:
                 raise ApiError(413, _too_large_message(max_file_bytes, "more bytes received"))
+        elif p.filename is not None:  # a file under another name: say which field the image belongs in
+            raise ApiError(
+                400,
+                f"missing field {file_field!r}: the file was sent in the field {p.name!r}; send the image file "
+                f"in the multipart field {file_field!r}",
+            )
         elif len(p.data) > MAX_TEXT_FIELD_BYTES:
             raise ApiError(400, f"form field {p.name!r} is too long (at most {MAX_TEXT_FIELD_BYTES} bytes)")
 
@@ -594,7 +600,8 @@ def decode_image(
         except Exception as e:  # truncated data: OSError; corrupt streams: OSError/SyntaxError/ValueError
             raise ApiError(400, f"cannot decode {fmt} image (truncated or corrupt): {e}") from None
         focal = _exif_focal_35mm(im)
-        up, reduction = im, 1
+        up: Any = im
+        reduction = 1
         if need is not None:
             f = min(im.height // max(need[0], 1), im.width // max(need[1], 1))
             if f >= 2:
