@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, json_text
 from anydepth.hub import push_checkpoint, resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
@@ -98,8 +98,8 @@ def save_model(
 
 def _strict_json(obj: Any, what: str) -> str:
     try:
-        return json.dumps(obj, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as e:
+        return json_text(obj, sort_keys=True)
+    except ValueError as e:
         raise ValueError(f"save_model: {what} must be JSON-serialisable with finite numbers: {e}") from None
 
 

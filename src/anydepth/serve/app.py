@@ -30,7 +30,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import logging
 import math
 import re
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from anydepth.atomic import json_text
 from anydepth.extras import require
 from anydepth.inference import (
     DEFAULT_NOMINAL_RANGE,
@@ -265,7 +265,7 @@ def _render(
         "X-AnyDepth-Height": str(h),
         "X-AnyDepth-Space": pred.space.value,
         "X-AnyDepth-Metric": "true" if pred.metric else "false",
-        "X-AnyDepth-Intrinsics": json.dumps(k.to_dict()),
+        "X-AnyDepth-Intrinsics": json_text(k.to_dict()),
     }
 
     def png16() -> bytes:
@@ -333,7 +333,7 @@ def _render(
     out = _finite_json(out)
     if value_list is not None:
         out["value"] = value_list
-    body = json.dumps(out, allow_nan=False).encode("utf-8")
+    body = json_text(out).encode("utf-8")
     return _Result(body, _MEDIA_TYPES["json"], headers)
 
 

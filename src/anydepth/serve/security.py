@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -45,6 +44,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+
+from anydepth.atomic import json_text
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -263,7 +264,7 @@ class SecurityMiddleware:
     async def _reply(
         self, send: Send, scope: Scope, status: int, message: str, extra: list[tuple[bytes, bytes]]
     ) -> None:
-        body = json.dumps({"detail": message, "status": status}).encode("utf-8")
+        body = json_text({"detail": message, "status": status}).encode("utf-8")
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode("ascii")),
