@@ -142,3 +142,63 @@ def test_filter_killed_and_resumed_gives_identical_outputs(tmp_path: Path) -> No
             run_to_end([*base, "--output", out.name], tmp_path)
         assert outputs(out) == ref, f"outputs differ after {sig!r} at sample {at}"
     assert interrupted >= 2, "the runs ended before the signals: no fault was injected"
+
+
+# -- infer --------------------------------------------------------------------------------------------------
+def test_infer_killed_and_resumed_gives_identical_outputs(tmp_path: Path) -> None:
+    import torch
+
+    import anydepth
+    from fault_corpus import rgb_image
+
+    torch.manual_seed(0)
+    ckpt = anydepth.save_model(
+        anydepth.create_model("sdt_test"), tmp_path / "tiny.safetensors", contents="full"
+    )
+    n = 24
+    for i in range(n):
+        rgb_image(tmp_path / "in" / f"im{i:02d}.png", (48, 64), seed=i)
+    base = [
+        "infer",
+        "in",
+        "--checkpoint",
+        str(ckpt),
+        "--save",
+        "all",
+        "--size",
+        "32",
+        "--batch-size",
+        "1",
+        "-q",
+    ]
+    run_to_end([*base, "-o", "ref"], tmp_path)
+
+    def outputs(out: Path) -> dict[str, bytes]:
+        return {
+            p.name: p.read_bytes()
+            for p in sorted(out.iterdir())
+            if p.is_file() and not p.name.startswith((".", "summary"))
+        }
+
+    ref = outputs(tmp_path / "ref")
+    assert len(ref) == 5 * n
+    rng = random.Random(18)
+    points = [(rng.randint(2, n - 2), sig) for sig in (signal.SIGKILL, signal.SIGKILL, signal.SIGINT)]
+    interrupted = 0
+    for k, (at, sig) in enumerate(points):
+        out = tmp_path / f"out{k}"
+        rc = run_and_signal(
+            [*base, "-o", out.name],
+            tmp_path,
+            lambda o=out: len(list(o.glob("*.ply"))) if o.is_dir() else 0,
+            at,
+            sig,
+        )
+        if rc != 0:
+            interrupted += 1
+            if sig == signal.SIGINT:  # a clean stop: the summary lists what was done and what is partial
+                s = strict_json_load(out / "summary.json")
+                assert s["interrupted"] and s["counts"]["ok"] >= at - 1
+            run_to_end([*base, "-o", out.name, "--skip-existing"], tmp_path)
+        assert outputs(out) == ref, f"outputs differ after {sig!r} at image {at}"
+    assert interrupted >= 2, "the runs ended before the signals: no fault was injected"

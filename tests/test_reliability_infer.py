@@ -250,17 +250,29 @@ def test_serve_decodes_large_uploads_at_a_reduced_size(fmt: str) -> None:
     assert ref.rgb.shape == (1600, 1000, 3)
 
 
-def test_serve_wrong_field_says_missing_field_image() -> None:
+def test_serve_api_over_corpus(tmp_path: Path, model: torch.nn.Module) -> None:
+    """Every corpus image through ``POST /v1/predict``: bad ones 4xx with a JSON reason, odd but valid ones 200,
+    a wrong field name says ``missing field 'image'``; strict JSON answers."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from anydepth.serve.app import create_app
 
-    torch.manual_seed(0)
-    app = create_app(anydepth.create_model("sdt_test"))
+    def strict(text: str) -> dict:
+        return json.loads(text, parse_constant=lambda t: pytest.fail(f"bare {t} in a JSON answer"))
+
+    app = create_app(model, default_resolution="64")
     with TestClient(app, base_url="http://127.0.0.1") as client:
-        r = client.post(
-            "/v1/predict", files={"file": ("a.png", _encoded(np.zeros((8, 8, 3), np.uint8), "PNG"))}
-        )
-    assert r.status_code == 400 and "missing field 'image'" in r.json()["detail"]
-    json.loads(r.text, parse_constant=lambda t: pytest.fail(t))
+        for c in image_faults(tmp_path / "bad"):
+            r = client.post("/v1/predict", files={"image": (c.path.name, c.path.read_bytes(), "image/png")})
+            assert 400 <= r.status_code < 500, (c.name, r.status_code, r.text)
+            assert strict(r.text)["detail"], c.name
+        for p in odd_images(tmp_path / "odd"):
+            r = client.post("/v1/predict", files={"image": (p.name, p.read_bytes(), "image/png")})
+            assert r.status_code == 200, (p.name, r.text)
+            doc = strict(r.text)
+            assert (doc["height"], doc["width"]) == (32, 40) and doc["reduction"] == 1
+        png = _encoded(np.zeros((8, 8, 3), np.uint8), "PNG")
+        r = client.post("/v1/predict", files={"file": ("a.png", png)})
+        assert r.status_code == 400 and "missing field 'image'" in strict(r.text)["detail"]
+        assert client.get("/v1/health").status_code == 200
