@@ -23,6 +23,7 @@ from fault_corpus import (
     config_faults,
     depth_faults,
     depth_png,
+    depth_values,
     image_faults,
     odd_images,
     rgb_image,
@@ -192,6 +193,9 @@ def test_filter_cli_over_corpus(tmp_path: Path) -> None:
         rel = c.path.relative_to(root).as_posix()
         lines.append(f"{rel} {dp.relative_to(root).as_posix()} 1000")
         bad[rel] = c
+    for kind, p in depth_values(root / "depth_values", size).items():  # readable, nothing valid: excluded
+        rgb_image(root / f"rgb/value_{kind}.png", size)
+        lines.append(f"rgb/value_{kind}.png {p.relative_to(root).as_posix()}")
     rgb_image(root / "rgb/mismatch.png", (size[0] + 8, size[1]))  # RGB size != depth size, no --check-rgb
     depth_png(root / "depth/mismatch.png", size)
     lines.append("rgb/mismatch.png depth/mismatch.png 1000")
@@ -219,6 +223,9 @@ def test_filter_cli_over_corpus(tmp_path: Path) -> None:
             r = by_path[rel]
             assert r["status"] == "error" and r["kept"] in ("0", "False", "false"), (c.name, r)
             assert c.path.name in r["error"] or rel in r["error"], (c.name, r["error"])
+        for kind in ("nan", "inf", "zero"):
+            r = next(r for r in rows if r["rgb_path"] == f"rgb/value_{kind}.png")
+            assert r["kept"] in ("0", "False", "false") and r["reason"] == "low_valid", r
         mism = next(r for r in rows if r["rgb_path"] == "rgb/mismatch.png")
         assert mism["status"] == "error" and "differs from depth size" in mism["error"]
         good = [r for r in rows if r["rgb_path"].startswith("rgb/good")]
@@ -226,3 +233,33 @@ def test_filter_cli_over_corpus(tmp_path: Path) -> None:
         strict_json_load(out / "summary.json")
         strict_json_load(out / "run.json")
     assert not (tmp_path / PICKLE_MARKER).exists()
+
+
+def test_train_over_nan_inf_zero_depth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Depth maps holding only NaN, inf or zeros are masked out: training runs, every logged value is finite."""
+    root = tmp_path / "data"
+    lines = []
+    for kind, p in depth_values(root / "depth", (32, 32)).items():
+        rgb_image(root / f"rgb/{kind}.png", (32, 32))
+        lines.append(f"rgb/{kind}.png {p.relative_to(root).as_posix()}")
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    sets = [
+        f"data.train=[{{name: folder, root: {root}, split_file: {root / 'list.txt'}}}]",
+        "data.val=[]",
+        "data.size=[32,32]",
+        "train.epochs=0",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "train.tensorboard=false",
+    ]
+    argv = ["train", "--config", str(TINY_CFG), "--output", str(out), "--no-progress"]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0, capsys.readouterr().err
+    recs = [strict_json_line(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2] and all(r["loss"] == 0.0 for r in recs)
+
+
+def strict_json_line(line: str) -> dict:
+    import json
+
+    return json.loads(line, parse_constant=lambda t: pytest.fail(f"bare {t}"))
