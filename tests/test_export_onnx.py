@@ -66,6 +66,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]
     return path, model
 
 
+@pytest.mark.parametrize("grid", ["stored", pytest.param("other", marks=pytest.mark.slow)])
+def test_dinov2_export_is_dynamic_even_at_the_stored_position_grid(tmp_path: Path, grid: str) -> None:
+    """DINOv2 returns its stored position table at the stored grid and resamples otherwise; an export whose
+    example input has the stored grid must not bake that shortcut in (it failed at every other size)."""
+    from anydepth.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = _nontrivial(anydepth.create_model("sdt_dinov2_test"))
+    side = math.isqrt(model.encoder.backbone.pos_embed.shape[1] - 1) * model.patch_size
+    hw = (side, side) if grid == "stored" else (side + 28, side - 14)
+    report = export_onnx(
+        model, tmp_path / "d2.onnx", export_hw=hw, verify_hw=[(side, side), (side - 28, side + 42)], threads=1
+    )
+    assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4
+
+
 def test_onnx_round_trip_dynamic_sizes(exported: tuple[Path, nn.Module]) -> None:
     from anydepth.export.onnx_runtime import OnnxRunner
 

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from anydepth.models.decoders.base import Decoder
-from anydepth.models.decoders.sdt import check_features, finish_output, is_tracing
+from anydepth.models.decoders.sdt import check_features, finish_output
 from anydepth.models.layers.conv_blocks import kaiming_init_conv
 from anydepth.models.layers.fusion import ProjectReadout
+from anydepth.models.layers.tracing import is_tracing
 from anydepth.registry import DECODERS
 from anydepth.types import EncoderOutput
 

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anydepth.models.decoders.base import Decoder
-from anydepth.models.decoders.sdt import check_features, is_tracing
+from anydepth.models.decoders.sdt import check_features
+from anydepth.models.layers.tracing import is_tracing
 from anydepth.registry import DECODERS
 from anydepth.types import EncoderOutput
 

@@ -27,6 +27,7 @@ from anydepth.models.decoders.base import Decoder
 from anydepth.models.layers.conv_blocks import ConvBNReLU, SpatialDetailEnhancer
 from anydepth.models.layers.dysample import UPSAMPLERS, UpsampleStage
 from anydepth.models.layers.fusion import FUSION_WEIGHTS, WeightedTokenFusion
+from anydepth.models.layers.tracing import is_tracing
 from anydepth.registry import DECODERS
 from anydepth.types import EncoderOutput
 
@@ -84,11 +85,6 @@ def check_features(
             if tuple(t.shape) != (b, c):
                 raise ValueError(f"{who}: class token {i} has shape {tuple(t.shape)}; expected [{b}, {c}]")
     return b, h, w
-
-
-def is_tracing() -> bool:
-    """True under ``torch.compile``/``torch.export`` (dynamo) or ``torch.jit.trace`` (TorchScript ONNX export)."""
-    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 def finish_output(

@@ -30,6 +30,7 @@ from anydepth.models.encoders.vit_layers import (
     register_family,
     swiglu_hidden_dim,
 )
+from anydepth.models.layers.tracing import is_tracing
 
 __all__ = ["DinoV2Config", "DinoV2ViT", "DINOV2_CONFIGS", "build_dinov2"]
 
@@ -90,6 +91,33 @@ class DinoV2Config:
         """Hidden width of each block's feed-forward layer (per branch for SwiGLU)."""
         hidden = int(self.embed_dim * self.mlp_ratio)
         return hidden if self.ffn_layer == "mlp" else swiglu_hidden_dim(hidden, 8)
+
+
+def _identity_matrix(n_out: int, n_in: int) -> Tensor:
+    """``[n_out, n_in]`` with ones where row == column (the identity when ``n_out == n_in``)."""
+    return (torch.arange(n_out).unsqueeze(1) == torch.arange(n_in)).float()
+
+
+def _bicubic_matrix(n_out: int, n_in: int, scale_inv: float) -> Tensor:
+    """``[n_out, n_in]`` weights of PyTorch's 1-D bicubic resampling (``align_corners=False``, A = -0.75, border
+    indices clamped) with source coordinate ``(i + 0.5) * scale_inv - 0.5``: ``F.interpolate(..., mode="bicubic")``
+    along one axis as a matrix. Built from tensor ops only, so ``n_out`` may be symbolic (``torch.export``)."""
+    a = -0.75
+    src = (torch.arange(n_out, dtype=torch.float32) + 0.5) * scale_inv - 0.5
+    i0 = torch.floor(src)
+    t = src - i0
+    weights = (
+        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+        ((a + 2) * t - (a + 3)) * t * t + 1,
+        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+    )
+    cols = torch.arange(n_in, dtype=torch.float32)
+    mat = torch.zeros(n_out, n_in)
+    for k, wk in enumerate(weights):
+        idx = (i0 + (k - 1)).clamp(0, n_in - 1)
+        mat = mat + wk.unsqueeze(1) * (idx.unsqueeze(1) == cols).float()
+    return mat
 
 
 class DinoV2ViT(TappedViT):
@@ -171,7 +199,7 @@ class DinoV2ViT(TappedViT):
     def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
         """Position embedding for an ``h`` x ``w`` patch grid.
 
-        Returns the stored table when the grid equals it; otherwise resamples the patch part bicubically in
+        Returns the stored table when the grid equals it (except while tracing); otherwise resamples the patch part bicubically in
         float32 (Meta's rule: scale factor ``(h + offset) / M``, ``(w + offset) / M`` when
         ``interpolate_offset`` is non-zero, else the explicit size ``(h, w)``).
 
@@ -180,7 +208,9 @@ class DinoV2ViT(TappedViT):
         """
         pos = self.pos_embed
         n_stored = pos.shape[1] - 1
-        if h * w == n_stored and h == w:
+        # Under export/compile the graph must hold for every size: the stored-grid shortcut would be baked in
+        # (and fail at other sizes) when the example input happens to have the stored grid.
+        if not is_tracing() and h * w == n_stored and h == w:
             return pos
         side = math.isqrt(n_stored)
         if side * side != n_stored:
@@ -188,7 +218,16 @@ class DinoV2ViT(TappedViT):
         dim = pos.shape[-1]
         table = pos.float()
         grid = table[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)  # [1,C,M,M]
-        if self.interpolate_offset:
+        if is_tracing() and not self.interpolate_antialias:
+            # Export/compile with symbolic h, w: F.interpolate would specialise on the scale factor. The same
+            # bicubic resampling as two interpolation matrices built from h and w (within float rounding).
+            # The stored-grid shortcut stays in the graph as data: identity matrices when h == w == M.
+            off = self.interpolate_offset
+            same = (torch.ones(h).sum() == side) & (torch.ones(w).sum() == side)
+            a_h = torch.where(same, _identity_matrix(h, side), _bicubic_matrix(h, side, side / (h + off)))
+            a_w = torch.where(same, _identity_matrix(w, side), _bicubic_matrix(w, side, side / (w + off)))
+            grid = torch.einsum("hm,bcmn,wn->bchw", a_h, grid, a_w)
+        elif self.interpolate_offset:
             scale = ((h + self.interpolate_offset) / side, (w + self.interpolate_offset) / side)
             grid = F.interpolate(
                 grid, scale_factor=scale, mode="bicubic", antialias=self.interpolate_antialias
