@@ -353,6 +353,7 @@ def test_layout_names_and_detection_errors() -> None:
         "timm_dinov3",
         "timm_dinov2",
         "dav2",
+        "da3",
     )
     with pytest.raises(ValueError, match="unknown checkpoint layout 'xyz'"):
         to_meta({"a": torch.zeros(1)}, "xyz")

@@ -445,6 +445,11 @@ def paper_tables(
 
 # Paper Table 3 rows (pre-trained foundation encoders + freshly initialised decoders): row label -> preset.
 TABLE3_PRESETS: dict[str, str] = {
+    "DAv2 ViT-B + DPT": "dpt_dav2_vitb14",
+    "DAv2 ViT-B + SDT": "sdt_dinov2_vitb14",
+    "DA3 ViT-L + DPT": "dpt_da3_vitl14",
+    "DA3 ViT-L + Dual-DPT": "dualdpt_da3_vitl14",
+    "DA3 ViT-L + SDT": "sdt_da3_vitl14",
     "VGGT-1B + DPT": "dpt_vggt_1b",
     "VGGT-1B + SDT": "sdt_vggt_1b",
 }

@@ -476,7 +476,11 @@ def setup(
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        run.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # heads with outputs the depth loss never reaches (DAv2's unused refinenet4 unit, DA3's sky/ray branches)
+        unused = bool(getattr(model.decoder, "has_unused_parameters", False))
+        run.net = DDP(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
     run.data_iter = _epoch_iter(train_data, run.epoch, run.batch_in_epoch)
     return run
 

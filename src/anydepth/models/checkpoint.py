@@ -146,8 +146,10 @@ def load_model(
 ) -> DepthModel:
     """Load a checkpoint and return the model in eval mode on the CPU.
 
-    Accepts the project's safetensors checkpoints and the official AnyDepth checkpoints (``.pth``/``.pt`` or
-    safetensors in the layouts the official code's ``state_dict()`` produces; see ``load_official_checkpoint``).
+    Accepts the project's safetensors checkpoints, the official AnyDepth checkpoints (``.pth``/``.pt`` or
+    safetensors in the layouts the official code's ``state_dict()`` produces; see ``load_official_checkpoint``) and
+    whole original VGGT, Depth Anything V2 and Depth Anything 3 models (``anydepth.models.weights.vggt`` /
+    ``.dav2`` / ``.da3``).
     Never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors only).
 
     Args:
@@ -176,6 +178,15 @@ def load_model(
             vggt = load_vggt_model(p)
             vggt.encoder_source = {"path": os.fspath(p), "sha256": encoder_hash(vggt)}
             return vggt
+        from anydepth.models.weights.da3 import is_da3_state_dict, load_da3_checkpoint
+        from anydepth.models.weights.dav2 import checkpoint_keys, is_dav2_state_dict, load_dav2_checkpoint
+
+        # whole original models: Depth Anything V2 (.pth), Depth Anything 3 (hub model.safetensors)
+        keys = checkpoint_keys(p)
+        if is_dav2_state_dict(keys):
+            return load_dav2_checkpoint(p, encoder_weights=encoder_weights)
+        if is_da3_state_dict(keys):
+            return load_da3_checkpoint(p, encoder_weights=encoder_weights)
         return load_official_checkpoint(p, encoder_weights=encoder_weights)
 
     from safetensors.torch import load_file

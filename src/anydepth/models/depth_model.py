@@ -60,3 +60,22 @@ class DepthModel(nn.Module):
         x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
         enc = self.encoder(x)
         return self.decoder(enc, (h, w))
+
+    def forward_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output of the decoder, for heads with more than the depth map (not exported, not timed).
+
+        Args:
+            x: as for ``forward``.
+
+        Returns:
+            The decoder's ``forward_outputs`` (e.g. Depth Anything 3: ``depth``, ``depth_conf``, ``sky``, ``ray``,
+            ``ray_conf``; shapes in the decoder's docs); ``{"depth": forward(x)}`` for decoders without one.
+            ``"depth"`` is always ``forward(x)``, in ``output_space``.
+        """
+        outputs = getattr(self.decoder, "forward_outputs", None)
+        if outputs is None:
+            return {"depth": self(x)}
+        h, w = x.shape[-2], x.shape[-1]
+        x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
+        result: dict[str, torch.Tensor] = outputs(self.encoder(x), (h, w))
+        return result

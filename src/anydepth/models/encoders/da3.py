@@ -172,8 +172,9 @@ class DA3ViT(DinoV2ViT):
     def _rope(self, h: int, w: int, device: torch.device, frame: bool) -> tuple[Tensor, Tensor]:
         """Tables for ``[cls, h*w patches]``: frame attention uses (row+1, col+1), global attention (1, 1)."""
         if frame:
-            rows = torch.arange(h, device=device).repeat_interleave(w)
-            cols = torch.arange(w, device=device).repeat(h)
+            # broadcast + reshape rather than repeat_interleave/repeat: exports to ONNX with a dynamic grid
+            rows = torch.arange(h, device=device)[:, None].expand(h, w).reshape(-1)
+            cols = torch.arange(w, device=device)[None, :].expand(h, w).reshape(-1)
             pos = torch.stack([rows, cols], dim=-1) + 1
         else:
             pos = torch.ones(h * w, 2, dtype=torch.long, device=device)

@@ -19,6 +19,8 @@ Nothing here touches files or imports transformers/timm. Layouts (``LAYOUTS``):
   class position, which timm folded into ``cls_token``) and/or packed SwiGLU ``mlp.fc1``/``fc2`` (ViT-g).
 * ``dav2``: Depth-Anything-V2 ``.pth``: Meta DINOv2 keys behind ``pretrained.``; the DPT head
   (``depth_head.*``) is dropped.
+* ``da3``: Depth Anything 3 hub ``model.safetensors``: DA3's ViT behind ``[model.]backbone.pretrained.``; the head
+  and camera encoder/decoder (``head.*``, ``cam_enc.*``, ``cam_dec.*``) are dropped.
 
 ``to_meta_with_dropped`` also returns the keys dropped on purpose (``depth_head.*``, RoPE ``inv_freq``); keys it
 cannot map are passed through unchanged so that the loader reports them as unknown.
@@ -51,6 +53,7 @@ LAYOUTS: tuple[str, ...] = (
     "timm_dinov3",
     "timm_dinov2",
     "dav2",
+    "da3",
 )
 
 _NEST_KEYS = ("state_dict", "model", "module", "model_state_dict", "teacher", "model_ema")
@@ -117,6 +120,8 @@ def detect_layout(sd: Mapping[str, Tensor]) -> str:
     """
     if _has(sd, r"^pretrained\.(pos_embed|blocks\.)"):
         return "dav2"
+    if _has(sd, r"^(model\.)?backbone\.pretrained\.(pos_embed|blocks\.)"):
+        return "da3"
     if _has(sd, r"^(model\.)?layer\.\d+\.attention\.(q|k|v|o)_proj\.") and _has(
         sd, r"^embeddings\.patch_embeddings\.weight$"
     ):
@@ -171,6 +176,7 @@ def to_meta_with_dropped(
         "timm_dinov3": _from_timm_dinov3,
         "timm_dinov2": _from_timm_dinov2,
         "dav2": _from_dav2,
+        "da3": _from_da3,
     }[layout]
     out, dropped = fn(dict(sd))
     return out, sorted(dropped)
@@ -200,6 +206,20 @@ def _from_dav2(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
             backbone[k] = v  # unknown: reported by the loader
     out, more = _from_meta_dinov2(backbone)
     return out, dropped + more
+
+
+def _from_da3(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    backbone: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for k, v in sd.items():
+        key = k[len("model.") :] if k.startswith("model.") else k
+        if key.startswith("backbone.pretrained."):
+            backbone[key[len("backbone.pretrained.") :]] = v
+        elif key.startswith(("head.", "cam_enc.", "cam_dec.")):
+            dropped.append(k)
+        else:
+            backbone[k] = v  # unknown: reported by the loader
+    return backbone, dropped
 
 
 def _cat_qkv(
