@@ -147,10 +147,8 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
         raise ValueError("--intrinsics: expected a JSON object with fx, fy, cx, cy")
     from anydepth.ops.geometry import intrinsics_from_dict
 
-    try:
-        intrinsics_from_dict(
-            d, 2, 2
-        )  # every value checked up front (finite, positive focal lengths, known keys)
+    try:  # every value checked up front: finite numbers, positive focal lengths and size, known keys
+        intrinsics_from_dict(d, 2, 2)
     except ValueError as e:
         raise ValueError(f"--intrinsics: {e}") from None
     return d
