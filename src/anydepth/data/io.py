@@ -23,6 +23,7 @@ __all__ = [
     "atomic_path",
     "read_image",
     "image_size",
+    "pil_to_rgb",
     "max_image_pixels",
     "MAX_PIXELS_ENV",
     "read_png16",
@@ -125,18 +126,24 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {p}")
     with _open_image(p, "image", max_pixels) as src:
         src.load()
-        im = ImageOps.exif_transpose(src)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-            g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-            return np.repeat(g[..., None], 3, axis=-1)
-        if im.mode == "F":
-            arr = np.asarray(im, dtype=np.float64)
-            g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-            return np.repeat(g[..., None], 3, axis=-1)
-        rgb = im.convert("RGB")
-        return np.array(rgb, dtype=np.uint8)
+        return pil_to_rgb(ImageOps.exif_transpose(src))
+
+
+def pil_to_rgb(im: Any) -> np.ndarray:
+    """A decoded ``PIL.Image`` as uint8 RGB ``[H,W,3]``: grey (8/16/32-bit, float in [0, 1]) expanded to 3
+    channels, 16-bit data scaled to 8 bit, palette transparency and alpha dropped (colours kept as stored)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
 def image_size(path: PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:

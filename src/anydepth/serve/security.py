@@ -46,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from anydepth.atomic import json_text
+from anydepth.data.io import pil_to_rgb
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -616,7 +617,7 @@ def decode_image(
         except Exception:  # a broken orientation tag: keep the stored orientation
             pass
         try:
-            rgb = _to_rgb(up)
+            rgb = pil_to_rgb(up)
         except Exception as e:
             raise ApiError(400, f"cannot convert {fmt} image (mode {up.mode}) to RGB: {e}") from None
     return DecodedImage(
@@ -633,18 +634,3 @@ def _reduce(im: Any, f: int) -> Any:
             return im.convert("I").reduce(f)
         alpha = im.mode in ("PA", "LA") or "transparency" in im.info
         return im.convert("RGBA" if alpha else "RGB").reduce(f)
-
-
-def _to_rgb(im: Any) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
-    if im.mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
-        g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
