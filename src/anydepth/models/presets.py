@@ -107,7 +107,7 @@ for _name, _enc, _dec, _kw in (
         ),
     )
 
-# VGGT-1B rows of the paper's Table 3 (docs/model_matrix_vggt.md). The encoder is VGGT's aggregator on one image;
+# VGGT-1B rows of the paper's Table 3 (docs/model_matrix.md, VGGT-1B rows). The encoder is VGGT's aggregator on one image;
 # its 2048-d features are the concatenated frame + global tokens of block pairs [4, 11, 17, 23], the pairs VGGT's
 # DPT head reads. ``dpt_vggt_1b`` = VGGT's own DPT head (decoder ``dpt_vggt``), ``sdt_vggt_1b`` = SDT. Both are
 # trained from scratch on the project's disparity targets, hence the default output space (affine-invariant
