@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, json_text
 
 __all__ = [
     "SHARDS_DIR",
@@ -158,7 +158,12 @@ def mark_complete(
     path = Path(directory) / MARKER
     with atomic_path(path, overwrite=True) as tmp:
         Path(tmp).write_text(
-            json.dumps({"shard": str(shard), "complete": True, **(info or {})}, indent=2, sort_keys=True)
+            json_text(
+                {"shard": str(shard), "complete": True, **(info or {})},
+                nonfinite="null",
+                indent=2,
+                sort_keys=True,
+            )
             + "\n",
             encoding="utf-8",
         )

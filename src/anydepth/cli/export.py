@@ -14,9 +14,9 @@ written. Run it with ``anydepth infer --backend onnxruntime --onnx FILE``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
+from anydepth.atomic import json_text
 from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP
 
 log = logging.getLogger(__name__)
@@ -91,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     if not args.quiet:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict(), nonfinite="null", indent=2))
     return 0

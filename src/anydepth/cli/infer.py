@@ -105,6 +105,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ex.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs exist (resume)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
+    g.add_argument("--allow-nonfinite", action="store_true",
+                   help="write predictions holding NaN/inf values (counted and warned about) instead of failing "
+                        "those inputs")  # fmt: skip
     g.add_argument("--shard", metavar="K/N",
                    help="process only shard K (0-based) of N (inputs K, K+N, ...; summary in OUTPUT/shards/K-of-N), "
                    "for several processes or machines (default under torchrun: RANK/WORLD_SIZE); then run the "
@@ -140,12 +143,22 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
                 f"--intrinsics: no such file {spec} (pass a JSON file or a JSON object string)"
             )
         text = path.read_text(encoding="utf-8")
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"--intrinsics: {token} is not a finite number (expected fx, fy, cx, cy in pixels)")
+
     try:
-        d = json.loads(text)
+        d = json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as e:
         raise ValueError(f"--intrinsics: not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise ValueError("--intrinsics: expected a JSON object with fx, fy, cx, cy")
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    try:  # every value checked up front: finite numbers, positive focal lengths and size, known keys
+        intrinsics_from_dict(d, 2, 2)
+    except ValueError as e:
+        raise ValueError(f"--intrinsics: {e}") from None
     return d
 
 
@@ -284,6 +297,9 @@ class _Run:
         self.failures: list[tuple[str, str]] = []
         self.frames_done = 0
         self.images_done = 0
+        self.nonfinite = 0  # predictions written with NaN/inf values (--allow-nonfinite)
+        self.interrupted = False  # stopped by Ctrl-C
+        self.planned: dict[str, list[Path]] = {}  # input -> its output files, for the partial list on Ctrl-C
         self.forward_s = 0.0
 
     def fail(self, where: str, reason: str, record: dict[str, Any] | None = None) -> None:
@@ -338,9 +354,14 @@ def run(args: argparse.Namespace) -> int:
     plan = _setup(state)
     if shard is not None:
         _shard_items(state, plan, shard)
-    _image_phase(state, plan)
-    _video_phase(state, plan)
+    try:
+        _image_phase(state, plan)
+        _video_phase(state, plan)
+    except KeyboardInterrupt:  # Ctrl-C: a clean stop, the summary lists what was done and what is partial
+        state.interrupted = True
     rc = _finish(state, plan, t_start, started)
+    if state.interrupted:
+        return 130  # an interrupted shard is not finished: no shard.json
     if shard is not None and state.summary_path is not None:
         mark_complete(state.summary_dir, shard, {"summary": state.summary_path.name})
         if not args.quiet:
@@ -425,6 +446,8 @@ def _merge_shards(state: _Run) -> int:
         "started": min(s["started"] for s in summaries),
         "finished": max(s["finished"] for s in summaries),
         "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(failures)},
+        "nonfinite_written": sum(int(s.get("nonfinite_written", 0)) for s in summaries),
+        "interrupted": [r for s in summaries for r in s.get("interrupted", [])],  # empty: shards finished
         "timings": timings,
         "inputs": records,
         "failures": failures,
@@ -532,6 +555,7 @@ def _image_phase(state: _Run, plan: _Plan) -> None:
             rec: dict[str, Any] = {"input": str(it.path), "kind": "image"}
             state.records.append(rec)
             outs = _outputs_for_image(state.out_dir, it.rel, saves, metric)
+            state.planned[rec["input"]] = list(outs.values())
             status, reason = _existing_status(outs, args)
             if status == "skip":
                 rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
@@ -591,6 +615,7 @@ def _video_phase(state: _Run, plan: _Plan) -> None:
         rec: dict[str, Any] = {"input": str(it.path), "kind": "video"}
         state.records.append(rec)
         outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
+        state.planned[rec["input"]] = [*outs.values(), *([frames_dir] if frames_dir is not None else [])]
         status, reason = _existing_status(outs, args)
         if status == "skip":
             rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
@@ -621,6 +646,7 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
     near, far = plan.near_far
     model_load_s = plan.model_load_s
     total_s = time.perf_counter() - t_start
+    interrupted = _interrupted_inputs(state, plan) if state.interrupted else []
     n_ok = sum(r.get("status") == "ok" for r in state.records)
     n_skip = sum(r.get("status") == "skipped" for r in state.records)
     summary = {
@@ -654,6 +680,8 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
             "skip_existing": bool(args.skip_existing),
         },
         "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(state.failures)},
+        "nonfinite_written": state.nonfinite,
+        "interrupted": interrupted,
         "timings": {
             "total_s": round(total_s, 4),
             "model_load_s": round(model_load_s, 4),
@@ -676,7 +704,17 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
         )
         for where, reason in state.failures:
             print(f"  {where}: {reason}", file=sys.stderr)
-    if not args.quiet:
+    if state.interrupted:
+        partial = [r for r in interrupted if r["partial"]]
+        print(
+            f"anydepth infer: interrupted: {n_ok} done, {len(partial)} partial, "
+            f"{len(interrupted) - len(partial)} not started (listed in {summary.get('summary_path')}); rerun "
+            "with --skip-existing to continue",
+            file=sys.stderr,
+        )
+        for r in partial:
+            print(f"  partial: {r['input']}: {len(r['partial'])} of {r['planned']} outputs", file=sys.stderr)
+    elif not args.quiet:
         print(
             f"anydepth infer: {n_ok} done, {n_skip} skipped, {len(state.failures)} failed in {total_s:.1f} s "
             f"-> {state.out_dir}"
@@ -684,8 +722,26 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
     return 1 if state.failures else 0
 
 
+def _interrupted_inputs(state: _Run, plan: _Plan) -> list[dict[str, Any]]:
+    """After Ctrl-C: every input without a result, with the output files it already has (``partial``); those
+    records get status ``interrupted``."""
+    seen = {r["input"] for r in state.records}
+    state.records += [
+        {"input": str(it.path)} for it in [*plan.images, *plan.videos] if str(it.path) not in seen
+    ]
+    out = []
+    for rec in state.records:
+        if "status" in rec:
+            continue
+        planned = state.planned.get(rec["input"], [])
+        partial = [str(p) for p in planned if p.exists()]
+        rec.update(status="interrupted", partial=partial)
+        out.append({"input": rec["input"], "partial": partial, "planned": len(planned)})
+    return out
+
+
 def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
-    from anydepth.atomic import atomic_path
+    from anydepth.atomic import write_json
 
     path = state.summary_dir / "summary.json"
     if path.exists() and not state.args.overwrite:
@@ -696,10 +752,25 @@ def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
         while path.exists():
             i += 1
             path = state.summary_dir / f"summary-{stamp}-{i:03d}.json"
-    with atomic_path(path, overwrite=bool(state.args.overwrite)) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    write_json(path, summary, overwrite=bool(state.args.overwrite), nonfinite="null", default=_json_default)
     summary["summary_path"] = str(path)
     state.summary_path = path
+
+
+def _check_finite(state: _Run, value: Any, rec: dict[str, Any], where: str = "") -> None:
+    """A prediction with NaN/inf values fails its input (nothing is written), or, with ``--allow-nonfinite``, is
+    written with the count recorded (``nonfinite_pixels``) and a warning."""
+    import numpy as np
+
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if not bad:
+        return
+    msg = f"{where}non-finite prediction: {bad} of {value.size} values are NaN/inf (a broken model or checkpoint?)"
+    if not state.args.allow_nonfinite:
+        raise ValueError(msg + "; nothing written (--allow-nonfinite writes it anyway)")
+    rec["nonfinite_pixels"] = bad
+    state.nonfinite += 1
+    log.warning("%s: %s (written: --allow-nonfinite)", rec.get("input", ""), msg)
 
 
 def _write_image_outputs(
@@ -712,6 +783,7 @@ def _write_image_outputs(
     from anydepth.ops.colormap import apply_colormap, robust_range, to_uint16
 
     args = state.args
+    _check_finite(state, pred.value, rec)
     if ref is not None:
         pred.depth, info = align_prediction(pred.value, pred.space, ref)
         info["reference"] = rec.get("reference")
@@ -789,7 +861,7 @@ def _run_video(
     import numpy as np
     from tqdm import tqdm
 
-    from anydepth.atomic import atomic_path
+    from anydepth.atomic import write_json
     from anydepth.data.io import write_npy, write_png16
     from anydepth.data.video import VideoWriter, iter_frames, probe_video
     from anydepth.inference import PredictItem, RangeTracker, nearness, predict_iter
@@ -823,10 +895,12 @@ def _run_video(
             i = pred.meta.pop("frame")
             rgb = pred.meta.pop("rgb")
             state.forward_s += float(pred.meta.get("forward_s", 0.0))
+            frec: dict[str, Any] = {"frame": i}
+            _check_finite(state, pred.value, frec, f"frame {i}: ")
             near = nearness(pred.value, pred.space)
             c_lo, c_hi = color_tracker.update(near)
             v_lo, v_hi = (c_lo, c_hi) if near is pred.value else value_tracker.update(pred.value)
-            frec: dict[str, Any] = {"frame": i, "color_range": [c_lo, c_hi]}
+            frec["color_range"] = [c_lo, c_hi]
             if writers:
                 color = apply_colormap(near, args.colormap, vmin=c_lo, vmax=c_hi)
                 if "color" in writers:
@@ -869,8 +943,10 @@ def _run_video(
             "png16": "value = lo + png / 65535 * (hi - lo) with png16_range = [lo, hi] per frame",
             "frames": frame_records,
         }
-        with atomic_path(outs["index"], overwrite=overwrite or args.skip_existing) as tmp:
-            tmp.write_text(json.dumps(index, indent=1, default=_json_default) + "\n", encoding="utf-8")
+        write_json(
+            outs["index"], index, overwrite=overwrite or args.skip_existing, nonfinite="null", indent=1,
+            default=_json_default,
+        )  # fmt: skip
     elapsed = time.perf_counter() - t0
     rec.update(
         status="ok",

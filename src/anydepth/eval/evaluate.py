@@ -750,6 +750,13 @@ def _score_sample(
         raise ValueError(f"{dataset.describe(dataset.pair(i)[1])}: no valid ground-truth pixel after masking")
 
     pred = _to_2d_float(predictor(np.ascontiguousarray(image), name), hw, name)
+    n_bad = int((~torch.isfinite(pred)).sum())
+    if n_bad:  # never a silent metric: NaN/inf would give scale 0 / shift NaN and shift the means
+        where = predictor.path_for(name) if isinstance(predictor, PrecomputedPredictions) else name
+        raise ValueError(
+            f"{where}: non-finite prediction ({n_bad} of {pred.numel()} values are NaN/inf); such a sample is "
+            "never scored (it counts as a failure; allow_missing / --allow-missing averages the others)"
+        )
     scored = score_prediction(
         pred,
         predictor.space,
