@@ -193,6 +193,29 @@ def test_infer_two_processes_then_merge_equal_one_run(tmp_path: Path, ckpt: Path
     assert [f["input"] for f in merged["failures"]] == [str(src / "broken.png")]
 
 
+def test_infer_shards_keep_the_batches_of_one_run(tmp_path: Path, ckpt: Path) -> None:
+    """Shards take blocks of ``--batch-size`` images, so same-size inputs are batched exactly as in one run and the
+    files are byte-identical with batches too (shard 0: images 0, 1, 4; shard 1: images 2, 3)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(src / f"img{i}.png")
+    common = ["infer", str(src), "--checkpoint", str(ckpt), "--size", "64", "--save", "png16,npy"]
+    common += ["--batch-size", "2", "--device", "cpu", "-q"]
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main([*common, "-o", str(single)]) == 0
+    for k in (0, 1):
+        assert main([*common, "-o", str(sharded), "--shard", f"{k}/2"]) == 0
+    for k, names in ((0, ["img0.png", "img1.png", "img4.png"]), (1, ["img2.png", "img3.png"])):
+        d = shard_dirs(sharded)[k][1]
+        summary = json.loads((d / json.loads((d / "shard.json").read_text())["summary"]).read_text())
+        assert [Path(r["input"]).name for r in summary["inputs"]] == names
+    assert _files(sharded) == _files(single)
+    assert main([*common, "-o", str(sharded)]) == 0
+    assert _comparable(sharded) == _comparable(single)
+
+
 def test_infer_shard_resumes_with_skip_existing(tmp_path: Path, ckpt: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     _images(src)

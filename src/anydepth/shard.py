@@ -78,7 +78,8 @@ class Shard:
         return position % self.count == self.index
 
     def take(self, items: Sequence[T]) -> list[T]:
-        """The items of this shard, in their order in ``items``."""
+        """The items of this shard, in their order in ``items`` (positions ``K, K+N, ...``). To keep groups
+        together (e.g. the batches of one run), pass the groups as the items."""
         return list(items[self.index :: self.count])
 
 

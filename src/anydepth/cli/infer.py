@@ -373,11 +373,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _shard_items(state: _Run, plan: _Plan, shard: Any) -> None:
-    """Keep the items of ``shard`` (positions ``K, K+N, ...`` of images then videos); its summary goes to
-    ``OUTPUT/shards/K-of-N``. Input errors are no items: every shard records them (the merge keeps one copy)."""
+    """Keep the items of ``shard``: units ``K, K+N, ...`` where a unit is a block of ``--batch-size`` images (so a
+    shard forms the batches one run forms when consecutive images share a processing size) or one whole video
+    (after the images); its summary goes to ``OUTPUT/shards/K-of-N``. Input errors are no items: every shard records them (the merge keeps one copy)."""
     from anydepth.shard import shard_dir
 
-    mine = {id(it) for it in shard.take(plan.images + plan.videos)}
+    bs = state.args.batch_size
+    units = [plan.images[i : i + bs] for i in range(0, len(plan.images), bs)] + [[v] for v in plan.videos]
+    mine = {id(it) for unit in shard.take(units) for it in unit}
     plan.images = [it for it in plan.images if id(it) in mine]
     plan.videos = [it for it in plan.videos if id(it) in mine]
     state.summary_dir = shard_dir(state.out_dir, shard)
