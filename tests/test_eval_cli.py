@@ -220,3 +220,23 @@ def test_eval_takes_the_onnx_backend_like_infer(tmp_path: Path, monkeypatch: pyt
     assert main(["eval", "--onnx", str(onnx_path), *common, "--output", str(tmp_path / "x")]) == 2
     with pytest.raises(SystemExit):
         main(["eval", "--onnx", str(onnx_path), "--checkpoint", str(ckpt), *common, "--output", "y"])
+
+
+def test_eval_passes_hub_names_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--checkpoint`` / ``--encoder-weights`` keep ``hf://`` names intact (a path type would fold ``//``)."""
+    import anydepth
+
+    asked: list[tuple[str, str]] = []
+
+    def fake_load_model(name: str, encoder_weights: str) -> object:
+        asked.append((name, encoder_weights))
+        return anydepth.create_model("sdt_test")
+
+    monkeypatch.setattr(anydepth, "load_model", fake_load_model)
+    write_nyu(tmp_path / "data", n=1, hw=(48, 64))
+    ckpt, enc = "hf://org/repo/sub/model.safetensors@v1", "hf://org/enc/dinov3.pth"
+    argv = ["eval", "--checkpoint", ckpt, "--encoder-weights", enc, "--benchmark", "nyuv2", "--data-root"]
+    argv += [str(tmp_path / "data"), "--processing-res", "64", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert asked == [(ckpt, enc)] and doc["source"]["checkpoint"] == ckpt and doc["label"] == "model"

@@ -103,8 +103,17 @@ def _parse_override(item: str) -> Any:
         raise ValueError(f"override {item!r}: empty key path")
     try:
         return OmegaConf.from_dotlist([item.strip()])
-    except (OmegaConfBaseException, ValueError) as e:
-        raise ValueError(f"override {item!r}: value is not valid YAML ({e})") from None
+    except Exception as e:  # yaml.YAMLError (not wrapped by OmegaConf), OmegaConf errors, ValueError
+        if not isinstance(e, OmegaConfBaseException | ValueError) and not _is_yaml_error(e):
+            raise
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"override {item!r}: value is not valid YAML ({reason})") from None
+
+
+def _is_yaml_error(e: BaseException) -> bool:
+    import yaml
+
+    return isinstance(e, yaml.YAMLError)
 
 
 def load_config(schema_cls: type[T], yaml_paths: Sequence[PathLike] = (), overrides: Sequence[str] = ()) -> T:
@@ -133,7 +142,7 @@ def load_config(schema_cls: type[T], yaml_paths: Sequence[PathLike] = (), overri
         try:
             data = OmegaConf.load(path)
         except Exception as e:  # yaml.YAMLError and friends; OmegaConf does not wrap them
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
         if data is None or (isinstance(data, DictConfig) and len(data) == 0):
             continue
         if not isinstance(data, DictConfig):

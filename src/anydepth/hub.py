@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anydepth.atomic import json_text
 from anydepth.extras import require
 
 __all__ = [
@@ -310,7 +311,7 @@ def model_card(
         "## Configuration",
         "",
         "```json",
-        json.dumps(config, indent=2, sort_keys=True),
+        json_text(config, indent=2, sort_keys=True),
         "```",
         "",
         "## Training data",
@@ -323,7 +324,7 @@ def model_card(
     if metrics:
         lines += [
             "```json",
-            json.dumps(metrics, indent=2, sort_keys=True),
+            json_text(metrics, nonfinite="null", indent=2, sort_keys=True),
             "```",
             "",
             "(also in `metrics.json`)",
@@ -416,7 +417,7 @@ def push_checkpoint(
         (stage / "README.md").write_text(card, encoding="utf-8")
         if metrics_data is not None:
             (stage / "metrics.json").write_text(
-                json.dumps(metrics_data, indent=2, sort_keys=True) + "\n", "utf-8"
+                json_text(metrics_data, nonfinite="null", indent=2, sort_keys=True) + "\n", "utf-8"
             )
         sums = "".join(f"{file_sha256(f)}  {f.name}\n" for f in sorted(stage.iterdir()))
         (stage / SUMS_FILE).write_text(sums, encoding="utf-8")

@@ -8,9 +8,10 @@ assignment depends only on the list order and ``N``, so every process computes i
   ``WORLD_SIZE`` environment variables (:func:`shard_from_env`); :func:`resolve_shard` applies that rule.
 * Where a shard writes: its own directory ``OUTPUT/shards/K-of-N/`` (:func:`shard_dir`), so shards never write the
   same file and each one resumes on its own; a finished shard writes ``shard.json`` (:func:`mark_complete`).
-* Merging: :func:`shard_dirs` lists the shard directories of an output, :func:`merge_rows` puts per-shard rows
-  back into the order of the full list and checks that no item is missing or duplicated; the caller then writes
-  the single-machine outputs from them, which are therefore identical to those of one process.
+* Merging: :func:`shard_dirs` lists the shard directories of an output (:func:`finished_shards`: all of them,
+  finished), :func:`check_arguments` checks that a shard ran the merging command, :func:`merge_rows` puts
+  per-shard rows back into the order of the full list and checks that no item is missing or duplicated; the
+  caller then writes the single-machine outputs from them, which are therefore identical to those of one process.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, json_text
 
 __all__ = [
     "SHARDS_DIR",
     "Shard",
+    "check_arguments",
+    "finished_shards",
     "is_complete",
     "mark_complete",
     "merge_rows",
@@ -36,6 +39,7 @@ __all__ = [
     "shard_dir",
     "shard_dirs",
     "shard_from_env",
+    "shard_info",
 ]
 
 T = TypeVar("T")
@@ -74,7 +78,8 @@ class Shard:
         return position % self.count == self.index
 
     def take(self, items: Sequence[T]) -> list[T]:
-        """The items of this shard, in their order in ``items``."""
+        """The items of this shard, in their order in ``items`` (positions ``K, K+N, ...``). To keep groups
+        together (e.g. the batches of one run), pass the groups as the items."""
         return list(items[self.index :: self.count])
 
 
@@ -154,22 +159,78 @@ def mark_complete(
     path = Path(directory) / MARKER
     with atomic_path(path, overwrite=True) as tmp:
         Path(tmp).write_text(
-            json.dumps({"shard": str(shard), "complete": True, **(info or {})}, indent=2, sort_keys=True)
+            json_text(
+                {"shard": str(shard), "complete": True, **(info or {})},
+                nonfinite="null",
+                indent=2,
+                sort_keys=True,
+            )
             + "\n",
             encoding="utf-8",
         )
     return path
 
 
-def is_complete(directory: str | os.PathLike[str]) -> bool:
-    """True if ``directory`` holds the ``shard.json`` of a finished shard."""
+def shard_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What :func:`mark_complete` wrote into ``directory`` (shard, ``complete``, the caller's info); ``{}`` if the
+    shard has not finished (no or unreadable ``shard.json``)."""
     path = Path(directory) / MARKER
     if not path.is_file():
-        return False
+        return {}
     try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("complete"))
-    except (json.JSONDecodeError, AttributeError):
-        return False
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def is_complete(directory: str | os.PathLike[str]) -> bool:
+    """True if ``directory`` holds the ``shard.json`` of a finished shard."""
+    return bool(shard_info(directory).get("complete"))
+
+
+def finished_shards(output: str | os.PathLike[str]) -> list[tuple[Shard, Path]]:
+    """The directories of shards ``0 .. N-1`` under ``output``, every one finished (for a merge that needs all).
+
+    Raises:
+        ValueError: no shard directory, or shards missing or unfinished (named, with how to run them).
+    """
+    dirs = shard_dirs(output)
+    if not dirs:
+        raise ValueError(f"{output}: no shard directories ({SHARDS_DIR}/K-of-N) to merge")
+    count = dirs[0][0].count
+    done = {s.index for s, d in dirs if is_complete(d)}
+    todo = [f"{k}/{count}" for k in range(count) if k not in done]
+    if todo:
+        raise ValueError(
+            f"{output}: shard(s) {', '.join(todo)} are missing or unfinished (no {MARKER}); run them with "
+            "--shard K/N before merging"
+        )
+    return dirs
+
+
+def check_arguments(
+    mine: Mapping[str, Any], theirs: Mapping[str, Any], *, ignore: Iterable[str] = (), where: str = "shard"
+) -> None:
+    """Check that a shard ran with the arguments of the merging command (apart from the per-process ones).
+
+    Args:
+        mine: the merging command's arguments (name -> value, as recorded).
+        theirs: the arguments the shard recorded.
+        ignore: names that may differ between processes (``shard``, ``device``, ``overwrite``, ...).
+        where: the shard, for the message (e.g. its directory).
+
+    Raises:
+        ValueError: naming the first differing argument and both values.
+    """
+    skip = set(ignore)
+    diff = sorted(k for k in set(mine) | set(theirs) if k not in skip and mine.get(k) != theirs.get(k))
+    if diff:
+        k = diff[0]
+        raise ValueError(
+            f"{where} was run with other arguments ({k}={theirs.get(k)!r}, this command: {mine.get(k)!r}); "
+            "merge with the command the shards ran (without --shard)"
+        )
 
 
 def merge_rows(

@@ -5,6 +5,7 @@ No IO happens here. Tensor shapes use ``B`` batch, ``C`` channels, ``H, W`` pixe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,15 @@ class Intrinsics:
     fy: float
     cx: float
     cy: float
+
+    def __post_init__(self) -> None:
+        values = {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy}
+        try:
+            ok = all(math.isfinite(float(v)) for v in values.values())
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"intrinsics must be finite numbers (pixels), got {values}")
 
     def matrix(self) -> np.ndarray:
         """The 3x3 camera matrix K (float64)."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import os
 import platform
@@ -45,7 +44,7 @@ from typing import Any
 
 import torch
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, json_text
 from anydepth.bench.flops import decoder_flops, model_flops, synthetic_encoder_output
 from anydepth.models.config import ModelConfig
 from anydepth.models.factory import build_model, count_parameters, get_model_config
@@ -759,7 +758,7 @@ def rows_to_json(rows: Sequence[BenchRow], meta: Mapping[str, Any] | None = None
         "allocator": allocator_name(),
     }
     info.update(meta or {})
-    return json.dumps({"meta": info, "rows": [r.to_dict() for r in rows]}, indent=2)
+    return json_text({"meta": info, "rows": [r.to_dict() for r in rows]}, nonfinite="null", indent=2)
 
 
 def rows_to_csv(rows: Sequence[BenchRow]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from anydepth.atomic import json_text
 from anydepth.bench.efficiency import build_runner, parse_dtype
 from anydepth.bench.memory import measure_forward_peak
 from anydepth.models.factory import build_model, get_model_config
@@ -57,7 +58,7 @@ def _main(argv: list[str]) -> int:
     result = measure_in_process(json.loads(argv[0]))
     out = Path(argv[1])
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result))
+    tmp.write_text(json_text(result, nonfinite="null"))
     os.replace(tmp, out)
     return 0
 

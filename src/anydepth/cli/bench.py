@@ -127,15 +127,14 @@ def run(args: argparse.Namespace) -> int:
         text = format_paper_tables(tables)
         print(text)
         if args.output_dir:
-            import json
             from pathlib import Path
 
-            from anydepth.atomic import atomic_path
+            from anydepth.atomic import atomic_path, json_text
 
             out = Path(args.output_dir)
             for name, content in (
                 (f"{args.stem}_paper.md", text + "\n"),
-                (f"{args.stem}_paper.json", json.dumps(tables, indent=2)),
+                (f"{args.stem}_paper.json", json_text(tables, nonfinite="null", indent=2)),
             ):
                 with atomic_path(out / name, overwrite=args.overwrite) as tmp:
                     tmp.write_text(content)

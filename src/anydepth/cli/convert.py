@@ -106,14 +106,16 @@ def _read_any(path):  # type: ignore[no-untyped-def]
     """Raw (possibly nested) checkpoint object: safetensors dict or a weights-only torch pickle."""
     import torch
 
+    from anydepth.models.weights.loading import describe_load_error
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
         except Exception as e:
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+            raise ValueError(f"{path}: not a readable safetensors file ({describe_load_error(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not a readable torch checkpoint ({describe_load_error(e)})") from e

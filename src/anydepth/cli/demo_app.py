@@ -18,7 +18,6 @@ Nothing is downloaded. Steps:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anydepth.atomic import write_json
 from anydepth.config import load_config
 from anydepth.engine.config import TrainConfig
 from anydepth.extras import require
@@ -148,7 +148,7 @@ def _prepare_output(out: Path) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / _MARKER).write_text(json.dumps({"status": "running"}) + "\n", encoding="utf-8")
+    write_json(out / _MARKER, {"status": "running"}, overwrite=True)
 
 
 def _render_data(opts: DemoOptions, data_dir: Path) -> None:
@@ -498,5 +498,5 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     res.total_seconds = time.perf_counter() - t_start
     _write_report(out, res, opts, per_step)
     payload = {"status": "done", "options": {k: str(v) for k, v in asdict(opts).items()}, **asdict(res)}
-    (out / _MARKER).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_json(out / _MARKER, payload, overwrite=True, nonfinite="null", default=str)
     return res

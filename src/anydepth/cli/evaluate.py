@@ -10,6 +10,12 @@ Examples::
 Writes ``metrics.json``, ``per_sample.csv`` and ``table.md`` into ``--output`` (never over existing files unless
 ``--overwrite``). Exit status: 0 when every benchmark was scored completely (or ``--allow-missing`` was given),
 1 when a benchmark failed or had missing samples, 2 for usage errors.
+
+Several processes or machines (``--shard K/N`` or torchrun's ``RANK``/``WORLD_SIZE``, see ``anydepth.shard``):
+shard ``K/N`` scores the samples ``K, K+N, ...`` of every benchmark and writes its own ``metrics.json`` /
+``per_sample.csv`` / ``table.md`` plus ``shard.json`` into ``OUTPUT/shards/K-of-N/``; a finished shard is not
+recomputed (``--overwrite`` forces it). The same command without a shard then merges (``eval.merge_results``):
+the same ``per_sample.csv`` rows and ``metrics.json`` means as one process, without loading the model.
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anydepth.cli.runner import BuiltRunner, add_runtime_args, build_runner
+from anydepth.cli.runner import (
+    CHECKPOINT_HELP,
+    ENCODER_WEIGHTS_HELP,
+    BuiltRunner,
+    add_runtime_args,
+    build_runner,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_argument_group("what to evaluate (exactly one)")
     g = src.add_mutually_exclusive_group(required=True)
     g.add_argument(
-        "--checkpoint", type=Path, help="model checkpoint (project safetensors or official AnyDepth)"
+        "--checkpoint",
+        metavar="FILE",
+        help=CHECKPOINT_HELP,
     )
     g.add_argument("--model", help="model preset name (random decoder weights unless loaded otherwise)")
     g.add_argument(
@@ -52,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="precomputed predictions: one float .npy per sample (see --pred-naming); with several benchmarks, "
         "PRED_DIR/<benchmark> is used when it exists",
     )
-    src.add_argument("--encoder-weights", type=Path, help="encoder weights file (DINOv3/DINOv2), local only")
+    src.add_argument(
+        "--encoder-weights",
+        metavar="FILE",
+        help=ENCODER_WEIGHTS_HELP,
+    )
     src.add_argument(
         "--pred-space",
         default=None,
@@ -163,6 +181,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_runtime_args(o, backend_group=src, onnx_group=g)
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="score only shard K (0-based) of N (samples K, K+N, ... of each benchmark) into OUTPUT/shards/K-of-N, "
+        "for several processes or machines (default under torchrun: RANK/WORLD_SIZE); then run the same command "
+        "without --shard (and outside torchrun) to merge",
+    )
     p.set_defaults(func=run)
 
 
@@ -252,8 +278,8 @@ def _alignment_max_res(spec: str | None) -> int | None | str:
     raise ValueError(f"--alignment-max-res: expected a positive integer or 'none', got {spec!r}")
 
 
-def _setup(args: argparse.Namespace) -> _Setup:
-    """Phase 1: validate the arguments, check the output directory and build the model (before any work)."""
+def _setup(args: argparse.Namespace, out: Path, overwrite: bool) -> _Setup:
+    """Phase 1: validate the arguments, check the output directory ``out`` and build the model (before any work)."""
     from anydepth.eval.evaluate import parse_space
     from anydepth.eval.report import check_output_dir
 
@@ -270,7 +296,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
     if args.processing_res is not None and args.processing_res < 0:
         raise ValueError(f"--processing-res must be >= 0 (0 = native), got {args.processing_res}")
     max_res = _alignment_max_res(args.alignment_max_res)
-    check_output_dir(args.output, overwrite=args.overwrite)  # fail before any work
+    check_output_dir(out, overwrite=overwrite)  # fail before any work
     if args.predictions is not None:
         if args.pred_space is None:
             raise ValueError("--pred-space is required with --predictions (depth or disparity)")
@@ -281,8 +307,8 @@ def _setup(args: argparse.Namespace) -> _Setup:
     if args.pred_space is not None:
         raise ValueError("--pred-space applies to --predictions only (a model declares its output space)")
     built = build_runner(args)
-    source = args.checkpoint or (Path(args.onnx) if args.onnx else None)
-    label = args.label or (source.stem if source is not None else args.model)
+    source = args.checkpoint or args.onnx
+    label = args.label or (Path(source).stem if source else args.model)
     return _Setup(names, single, roots, splits, max_res, label, built, _model_info(built))
 
 
@@ -299,7 +325,7 @@ def _benchmark_spec(args: argparse.Namespace, name: str) -> Any:
     return spec
 
 
-def _run_benchmark(args: argparse.Namespace, st: _Setup, name: str) -> Any:
+def _run_benchmark(args: argparse.Namespace, st: _Setup, name: str, shard: Any = None) -> Any:
     """Phase 2, one benchmark: its protocol, its predictor, ``eval.evaluate`` -> ``BenchmarkResult``.
 
     Raises:
@@ -339,10 +365,16 @@ def _run_benchmark(args: argparse.Namespace, st: _Setup, name: str) -> Any:
         allow_missing=args.allow_missing,
         dataset_kwargs=ds_kwargs,
         progress=bar,
+        shard=shard,
     )
     if ds_kwargs:
         result.meta["dataset_options"] = ds_kwargs
     return result
+
+
+def _arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line arguments as ``metrics.json`` records them."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
 
 
 def _run_meta(args: argparse.Namespace, st: _Setup) -> dict[str, Any]:
@@ -364,27 +396,27 @@ def _run_meta(args: argparse.Namespace, st: _Setup) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
-        "arguments": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"
-        },
+        "arguments": _arguments(args),
         "source": source,
     }
 
 
-def _report(args: argparse.Namespace, st: _Setup, results: list[Any], errors: dict[str, str]) -> int:
-    """Phase 3: write ``metrics.json`` / ``per_sample.csv`` / ``table.md``, print the table; the exit status."""
+def _report(
+    args: argparse.Namespace,
+    label: str,
+    run_meta: dict[str, Any],
+    results: list[Any],
+    errors: dict[str, str],
+    out: Path,
+    overwrite: bool,
+) -> int:
+    """Phase 3: write ``metrics.json`` / ``per_sample.csv`` / ``table.md`` into ``out``, print the table; the exit
+    status."""
     from anydepth.eval.report import load_result, paper_table, write_report
 
-    paths = write_report(
-        args.output,
-        results,
-        label=st.label,
-        run_meta=_run_meta(args, st),
-        errors=errors,
-        overwrite=args.overwrite,
-    )
+    paths = write_report(out, results, label=label, run_meta=run_meta, errors=errors, overwrite=overwrite)
     if results:
-        print(paper_table([(st.label, load_result(paths["metrics.json"])["benchmarks"])]), end="")
+        print(paper_table([(label, load_result(paths["metrics.json"])["benchmarks"])]), end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if errors:
         print(f"anydepth eval: {len(errors)} benchmark(s) failed: {', '.join(errors)}", file=sys.stderr)
@@ -393,15 +425,26 @@ def _report(args: argparse.Namespace, st: _Setup, results: list[Any], errors: di
 
 
 def run(args: argparse.Namespace) -> int:
-    """Setup (arguments, output directory, model) -> one ``eval.evaluate`` per benchmark -> report."""
+    """Setup (arguments, output directory, model) -> one ``eval.evaluate`` per benchmark -> report; with a shard,
+    only its samples into ``OUTPUT/shards/K-of-N``; without one, over shard directories, the merge."""
     from anydepth.eval.evaluate import IncompleteBenchmarkError
+    from anydepth.shard import is_complete, mark_complete, resolve_shard, shard_dir, shard_dirs
 
-    st = _setup(args)
+    shard = resolve_shard(args.shard)
+    if shard is None and shard_dirs(args.output):
+        return _merge(args)
+    out = args.output if shard is None else shard_dir(args.output, shard)
+    if shard is not None and is_complete(out) and not args.overwrite:
+        print(f"anydepth eval: shard {shard} is already done in {out} (--overwrite recomputes it)")
+        return 0
+    # a shard owns its directory: an unfinished one is recomputed over its own partial files
+    overwrite = bool(args.overwrite) or shard is not None
+    st = _setup(args, out, overwrite)
     results = []
     errors: dict[str, str] = {}
     for name in st.names:
         try:
-            result = _run_benchmark(args, st, name)
+            result = _run_benchmark(args, st, name, shard)
         except IncompleteBenchmarkError as e:
             errors[name] = str(e)
             print(f"anydepth eval: {e}", file=sys.stderr)
@@ -410,11 +453,62 @@ def run(args: argparse.Namespace) -> int:
             errors[name] = str(e)
             print(f"anydepth eval: {name}: {e}", file=sys.stderr)
             continue
-        if not result.complete:
-            print(
-                f"anydepth eval: warning: {name} is incomplete ({result.num_samples} of "
-                f"{result.meta['split_num_samples']} listed samples scored, official {result.expected_num_samples})",
-                file=sys.stderr,
-            )
+        if shard is None:
+            _warn_incomplete(result)
         results.append(result)
-    return _report(args, st, results, errors)
+    rc = _report(args, st.label, _run_meta(args, st), results, errors, out, overwrite)
+    if shard is not None and rc == 0:
+        mark_complete(out, shard, {"benchmarks": st.names})
+        print(
+            f"anydepth eval: shard {shard} done in {out}; when every shard is done, merge by running the same "
+            "command without --shard (and outside torchrun)"
+        )
+    return rc
+
+
+def _warn_incomplete(result: Any) -> None:
+    if not result.complete:
+        print(
+            f"anydepth eval: warning: {result.benchmark} is incomplete ({result.num_samples} of "
+            f"{result.meta['split_num_samples']} listed samples scored, official {result.expected_num_samples})",
+            file=sys.stderr,
+        )
+
+
+#: Arguments that may differ between the shards of one evaluation and its merge.
+_PER_PROCESS_ARGS = frozenset({"shard", "overwrite", "no_progress", "device"})
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Merge ``OUTPUT/shards/*`` into the outputs of one run (no model is loaded; nothing is recomputed).
+
+    Raises:
+        ValueError: a shard is missing or unfinished, or was run with other arguments.
+    """
+    from anydepth.eval.evaluate import BenchmarkResult, merge_results
+    from anydepth.eval.report import check_output_dir, load_result, read_per_sample_csv
+    from anydepth.shard import check_arguments, finished_shards
+
+    dirs = finished_shards(args.output)
+    check_output_dir(args.output, overwrite=args.overwrite)
+    names = _benchmark_names(args)
+    mine = _arguments(args)
+    parts: dict[str, list[Any]] = {name: [] for name in names}
+    docs = []
+    for s, d in dirs:
+        doc = load_result(d)
+        check_arguments(mine, doc.get("arguments", {}), ignore=_PER_PROCESS_ARGS, where=f"{d} (shard {s})")
+        rows = read_per_sample_csv(d / "per_sample.csv")
+        for name in names:
+            if name not in doc["benchmarks"]:
+                raise ValueError(f"{d}: shard {s} has no result for {name}")
+            parts[name].append(BenchmarkResult.from_dict(doc["benchmarks"][name], rows.get(name, [])))
+        docs.append(doc)
+    results = [merge_results(parts[name]) for name in names]
+    for result in results:
+        _warn_incomplete(result)
+    keep = ("anydepth_version", "git_commit", "created_utc", "torch_version", "arguments", "source")
+    run_meta = {k: docs[0].get(k) for k in keep}
+    run_meta["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    run_meta["arguments"] = mine
+    return _report(args, str(docs[0]["label"]), run_meta, results, {}, args.output, args.overwrite)

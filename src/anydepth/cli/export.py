@@ -14,8 +14,10 @@ written. Run it with ``anydepth infer --backend onnxruntime --onnx FILE``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+
+from anydepth.atomic import json_text
+from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    src.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     src.add_argument("--model", metavar="PRESET", help="preset name (random decoder weights)")
-    p.add_argument("--encoder-weights", metavar="FILE", help="encoder weights file")
+    p.add_argument("--encoder-weights", metavar="FILE", help=ENCODER_WEIGHTS_HELP)
     p.add_argument("--format", default="onnx", choices=FORMATS, help="export format (default onnx)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file (.onnx)")
     p.add_argument(
@@ -89,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     if not args.quiet:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict(), nonfinite="null", indent=2))
     return 0

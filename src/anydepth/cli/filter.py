@@ -134,7 +134,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
     o = p.add_argument_group("outputs")
-    o.add_argument("--check-rgb", action="store_true", help="decode every RGB image (else check it exists)")
+    o.add_argument(
+        "--check-rgb",
+        action="store_true",
+        help="decode every RGB image (else its size is read from its header); a size differing from the depth excludes the sample",
+    )
     o.add_argument("--no-plots", action="store_true", help="skip histograms and galleries")
     o.add_argument("--gallery", type=int, default=6, help="samples per gallery (0 = none; default 6)")
     pq = o.add_mutually_exclusive_group()
@@ -325,6 +329,15 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             shard=shard,
         )
+    except KeyboardInterrupt:  # Ctrl-C: every scored sample is already in the progress cache
+        if bar is not None:
+            bar.close()
+        print(
+            f"anydepth filter: interrupted; the samples scored so far are kept in {args.output}: rerun the same "
+            "command to continue",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if bar is not None:
             bar.close()

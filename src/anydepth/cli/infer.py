@@ -3,6 +3,12 @@
 A thin layer over ``anydepth.inference.predict_iter``: it expands the inputs, reads them, resolves camera
 intrinsics and reference depth, writes the requested outputs atomically and a ``summary.json``. See
 ``docs/inference.md`` for every flag.
+
+Several processes or machines (``--shard K/N`` or torchrun's ``RANK``/``WORLD_SIZE``, see ``anydepth.shard``):
+shard ``K/N`` processes the inputs ``K, K+N, ...`` of the expanded list (images, then videos; a video is one
+item), writes their outputs where one run would and its ``summary.json`` + ``shard.json`` into
+``OUTPUT/shards/K-of-N/``. The same command without a shard then merges the shard summaries into ``summary.json``
+(``_merge_shards``; no model is loaded, nothing is recomputed).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anydepth.cli.runner import add_runtime_args, build_runner
+from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP, add_runtime_args, build_runner
 
 log = logging.getLogger("anydepth.cli.infer")
 
@@ -50,11 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
-    g.add_argument(
-        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
-    )
+    g.add_argument("--encoder-weights", metavar="FILE", help=ENCODER_WEIGHTS_HELP)
     model_group = g
     g = p.add_argument_group("processing")
     g.add_argument("--size", default="768", metavar="SPEC",
@@ -104,6 +108,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ex.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs exist (resume)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
+    g.add_argument("--allow-nonfinite", action="store_true",
+                   help="write predictions holding NaN/inf values (counted and warned about) instead of failing "
+                        "those inputs")  # fmt: skip
+    g.add_argument("--shard", metavar="K/N",
+                   help="process only shard K (0-based) of N (inputs K, K+N, ...; summary in OUTPUT/shards/K-of-N), "
+                   "for several processes or machines (default under torchrun: RANK/WORLD_SIZE); then run the "
+                   "same command without --shard (and outside torchrun) to merge the summaries")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -135,12 +146,22 @@ def _load_intrinsics_arg(spec: str | None) -> dict[str, float] | None:
                 f"--intrinsics: no such file {spec} (pass a JSON file or a JSON object string)"
             )
         text = path.read_text(encoding="utf-8")
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"--intrinsics: {token} is not a finite number (expected fx, fy, cx, cy in pixels)")
+
     try:
-        d = json.loads(text)
+        d = json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as e:
         raise ValueError(f"--intrinsics: not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise ValueError("--intrinsics: expected a JSON object with fx, fy, cx, cy")
+    from anydepth.ops.geometry import intrinsics_from_dict
+
+    try:  # every value checked up front: finite numbers, positive focal lengths and size, known keys
+        intrinsics_from_dict(d, 2, 2)
+    except ValueError as e:
+        raise ValueError(f"--intrinsics: {e}") from None
     return d
 
 
@@ -272,11 +293,16 @@ class _Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out_dir = Path(args.output)
+        self.summary_dir = self.out_dir  # OUTPUT/shards/K-of-N for a shard (_shard_items)
+        self.summary_path: Path | None = None
         self.saves = _parse_save(args.save)
         self.records: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
         self.frames_done = 0
         self.images_done = 0
+        self.nonfinite = 0  # predictions written with NaN/inf values (--allow-nonfinite)
+        self.interrupted = False  # stopped by Ctrl-C
+        self.planned: dict[str, list[Path]] = {}  # input -> its output files, for the partial list on Ctrl-C
         self.forward_s = 0.0
 
     def fail(self, where: str, reason: str, record: dict[str, Any] | None = None) -> None:
@@ -318,14 +344,128 @@ class _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary."""
+    """Setup -> image phase (one ``predict_iter`` stream) -> video phase (per video) -> summary; a shard keeps its
+    items only; without a shard, over shard directories, the merge of their summaries."""
+    from anydepth.shard import mark_complete, resolve_shard, shard_dirs
+
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state = _Run(args)
+    shard = resolve_shard(args.shard)
+    if shard is None and shard_dirs(state.out_dir):
+        return _merge_shards(state)
     plan = _setup(state)
-    _image_phase(state, plan)
-    _video_phase(state, plan)
-    return _finish(state, plan, t_start, started)
+    if shard is not None:
+        _shard_items(state, plan, shard)
+    try:
+        _image_phase(state, plan)
+        _video_phase(state, plan)
+    except KeyboardInterrupt:  # Ctrl-C: a clean stop, the summary lists what was done and what is partial
+        state.interrupted = True
+    rc = _finish(state, plan, t_start, started)
+    if state.interrupted:
+        return 130  # an interrupted shard is not finished: no shard.json
+    if shard is not None and state.summary_path is not None:
+        mark_complete(state.summary_dir, shard, {"summary": state.summary_path.name})
+        if not args.quiet:
+            print(
+                f"anydepth infer: shard {shard} done (summary in {state.summary_dir}); when every shard is done, "
+                "merge by running the same command without --shard (and outside torchrun)"
+            )
+    return rc
+
+
+def _shard_items(state: _Run, plan: _Plan, shard: Any) -> None:
+    """Keep the items of ``shard``: units ``K, K+N, ...`` where a unit is a block of ``--batch-size`` images (so a
+    shard forms the batches one run forms when consecutive images share a processing size) or one whole video
+    (after the images); its summary goes to ``OUTPUT/shards/K-of-N``. Input errors are no items: every shard records them (the merge keeps one copy)."""
+    from anydepth.shard import shard_dir
+
+    bs = state.args.batch_size
+    units = [plan.images[i : i + bs] for i in range(0, len(plan.images), bs)] + [[v] for v in plan.videos]
+    mine = {id(it) for unit in shard.take(units) for it in unit}
+    plan.images = [it for it in plan.images if id(it) in mine]
+    plan.videos = [it for it in plan.videos if id(it) in mine]
+    state.summary_dir = shard_dir(state.out_dir, shard)
+    state.summary_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: Arguments that may differ between the shards of one run and its merge.
+_PER_PROCESS_ARGS = frozenset({"shard", "overwrite", "skip_existing", "quiet", "device"})
+
+
+def _merge_shards(state: _Run) -> int:
+    """Merge the summaries of ``OUTPUT/shards/*`` into ``OUTPUT/summary.json``, records in the order of one run.
+
+    The outputs are already in place (shards write them where one run would); times are combined: ``started``
+    the earliest, ``finished`` the latest, ``timings`` summed over shards (process time).
+
+    Raises:
+        ValueError: a shard is missing, unfinished or was run with other arguments; an output a shard reported is
+            missing; the shards' items are not those of the inputs.
+    """
+    from anydepth.data.inputs import expand_inputs
+    from anydepth.shard import check_arguments, finished_shards, merge_rows, shard_info
+
+    args = state.args
+    # as the shards recorded them (JSON: tuples are lists)
+    mine = json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "func"}, default=_json_default))
+    summaries = []
+    for s, d in finished_shards(state.out_dir):
+        path = d / str(shard_info(d).get("summary", "summary.json"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        check_arguments(mine, summary.get("args", {}), ignore=_PER_PROCESS_ARGS, where=f"{d} (shard {s})")
+        summaries.append(summary)
+    items, _ = expand_inputs(list(args.inputs) + list(args.extra_inputs), exclude=[state.out_dir])
+    order = [str(it.path) for it in items if it.kind == "image"] + [
+        str(it.path) for it in items if it.kind == "video"
+    ]
+    wanted = set(order)
+    records = [r for r in summaries[0]["inputs"] if r["input"] not in wanted]  # input errors, in every shard
+    records += merge_rows(
+        [[r for r in s["inputs"] if r["input"] in wanted] for s in summaries],
+        key=lambda r: r["input"],
+        order=order,
+    )
+    for r in records:
+        if r.get("status") in ("ok", "skipped"):
+            for p in r.get("outputs", []):
+                if not Path(p).exists():
+                    raise ValueError(f"merging shards: {p} (an output of {r['input']}) is missing")
+    failures = [
+        {"input": r["input"], "reason": r.get("reason", "")} for r in records if r.get("status") == "failed"
+    ]
+    timings = {
+        k: round(sum(float(s["timings"][k]) for s in summaries), 4)
+        for k in ("total_s", "model_load_s", "forward_s")
+    }
+    done = {k: sum(int(s["timings"][k]) for s in summaries) for k in ("images", "video_frames")}
+    busy = max(timings["total_s"] - timings["model_load_s"], 1e-9)
+    timings.update(
+        done, items_per_s=round((done["images"] + done["video_frames"]) / busy, 3), shards=len(summaries)
+    )
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    n_skip = sum(r.get("status") == "skipped" for r in records)
+    summary = {
+        **summaries[0],
+        "args": mine,
+        "started": min(s["started"] for s in summaries),
+        "finished": max(s["finished"] for s in summaries),
+        "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(failures)},
+        "nonfinite_written": sum(int(s.get("nonfinite_written", 0)) for s in summaries),
+        "interrupted": [r for s in summaries for r in s.get("interrupted", [])],  # empty: shards finished
+        "timings": timings,
+        "inputs": records,
+        "failures": failures,
+    }
+    _write_summary(state, summary)
+    if not args.quiet or failures:
+        print(
+            f"anydepth infer: merged {len(summaries)} shards: {n_ok} done, {n_skip} skipped, {len(failures)} failed "
+            f"-> {summary['summary_path']}",
+            file=sys.stderr if failures else sys.stdout,
+        )
+    return 1 if failures else 0
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -422,6 +562,7 @@ def _image_phase(state: _Run, plan: _Plan) -> None:
             rec: dict[str, Any] = {"input": str(it.path), "kind": "image"}
             state.records.append(rec)
             outs = _outputs_for_image(state.out_dir, it.rel, saves, metric)
+            state.planned[rec["input"]] = list(outs.values())
             status, reason = _existing_status(outs, args)
             if status == "skip":
                 rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
@@ -481,6 +622,7 @@ def _video_phase(state: _Run, plan: _Plan) -> None:
         rec: dict[str, Any] = {"input": str(it.path), "kind": "video"}
         state.records.append(rec)
         outs, frames_dir = _outputs_for_video(state.out_dir, it.rel, saves)
+        state.planned[rec["input"]] = [*outs.values(), *([frames_dir] if frames_dir is not None else [])]
         status, reason = _existing_status(outs, args)
         if status == "skip":
             rec.update(status="skipped", reason=reason, outputs=[str(p) for p in outs.values()])
@@ -511,6 +653,7 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
     near, far = plan.near_far
     model_load_s = plan.model_load_s
     total_s = time.perf_counter() - t_start
+    interrupted = _interrupted_inputs(state, plan) if state.interrupted else []
     n_ok = sum(r.get("status") == "ok" for r in state.records)
     n_skip = sum(r.get("status") == "skipped" for r in state.records)
     summary = {
@@ -545,6 +688,8 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
             "skip_existing": bool(args.skip_existing),
         },
         "counts": {"ok": n_ok, "skipped": n_skip, "failed": len(state.failures)},
+        "nonfinite_written": state.nonfinite,
+        "interrupted": interrupted,
         "timings": {
             "total_s": round(total_s, 4),
             "model_load_s": round(model_load_s, 4),
@@ -562,12 +707,22 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
 
     if state.failures:
         print(
-            f"anydepth infer: {len(state.failures)} input(s) failed (see {state.out_dir}/summary*.json):",
+            f"anydepth infer: {len(state.failures)} input(s) failed (see {state.summary_dir}/summary*.json):",
             file=sys.stderr,
         )
         for where, reason in state.failures:
             print(f"  {where}: {reason}", file=sys.stderr)
-    if not args.quiet:
+    if state.interrupted:
+        partial = [r for r in interrupted if r["partial"]]
+        print(
+            f"anydepth infer: interrupted: {n_ok} done, {len(partial)} partial, "
+            f"{len(interrupted) - len(partial)} not started (listed in {summary.get('summary_path')}); rerun "
+            "with --skip-existing to continue",
+            file=sys.stderr,
+        )
+        for r in partial:
+            print(f"  partial: {r['input']}: {len(r['partial'])} of {r['planned']} outputs", file=sys.stderr)
+    elif not args.quiet:
         print(
             f"anydepth infer: {n_ok} done, {n_skip} skipped, {len(state.failures)} failed in {total_s:.1f} s "
             f"-> {state.out_dir}"
@@ -575,21 +730,55 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
     return 1 if state.failures else 0
 
 
-def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
-    from anydepth.atomic import atomic_path
+def _interrupted_inputs(state: _Run, plan: _Plan) -> list[dict[str, Any]]:
+    """After Ctrl-C: every input without a result, with the output files it already has (``partial``); those
+    records get status ``interrupted``."""
+    seen = {r["input"] for r in state.records}
+    state.records += [
+        {"input": str(it.path)} for it in [*plan.images, *plan.videos] if str(it.path) not in seen
+    ]
+    out = []
+    for rec in state.records:
+        if "status" in rec:
+            continue
+        planned = state.planned.get(rec["input"], [])
+        partial = [str(p) for p in planned if p.exists()]
+        rec.update(status="interrupted", partial=partial)
+        out.append({"input": rec["input"], "partial": partial, "planned": len(planned)})
+    return out
 
-    path = state.out_dir / "summary.json"
+
+def _write_summary(state: _Run, summary: dict[str, Any]) -> None:
+    from anydepth.atomic import write_json
+
+    path = state.summary_dir / "summary.json"
     if path.exists() and not state.args.overwrite:
         # later runs get summary-<time>-<n>.json; names sort in run order (same-second runs included)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         i = 1
-        path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
+        path = state.summary_dir / f"summary-{stamp}-{i:03d}.json"
         while path.exists():
             i += 1
-            path = state.out_dir / f"summary-{stamp}-{i:03d}.json"
-    with atomic_path(path, overwrite=bool(state.args.overwrite)) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+            path = state.summary_dir / f"summary-{stamp}-{i:03d}.json"
+    write_json(path, summary, overwrite=bool(state.args.overwrite), nonfinite="null", default=_json_default)
     summary["summary_path"] = str(path)
+    state.summary_path = path
+
+
+def _check_finite(state: _Run, value: Any, rec: dict[str, Any], where: str = "") -> None:
+    """A prediction with NaN/inf values fails its input (nothing is written), or, with ``--allow-nonfinite``, is
+    written with the count recorded (``nonfinite_pixels``) and a warning."""
+    import numpy as np
+
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if not bad:
+        return
+    msg = f"{where}non-finite prediction: {bad} of {value.size} values are NaN/inf (a broken model or checkpoint?)"
+    if not state.args.allow_nonfinite:
+        raise ValueError(msg + "; nothing written (--allow-nonfinite writes it anyway)")
+    rec["nonfinite_pixels"] = bad
+    state.nonfinite += 1
+    log.warning("%s: %s (written: --allow-nonfinite)", rec.get("input", ""), msg)
 
 
 def _write_image_outputs(
@@ -602,6 +791,7 @@ def _write_image_outputs(
     from anydepth.ops.colormap import apply_colormap, robust_range, to_uint16
 
     args = state.args
+    _check_finite(state, pred.value, rec)
     if ref is not None:
         pred.depth, info = align_prediction(pred.value, pred.space, ref)
         info["reference"] = rec.get("reference")
@@ -679,7 +869,7 @@ def _run_video(
     import numpy as np
     from tqdm import tqdm
 
-    from anydepth.atomic import atomic_path
+    from anydepth.atomic import write_json
     from anydepth.data.io import read_depth, write_npy, write_png16
     from anydepth.data.video import VideoWriter, iter_frames, probe_video
     from anydepth.inference import PredictItem, RangeTracker, nearness, predict_iter
@@ -722,6 +912,7 @@ def _run_video(
             rgb = pred.meta.pop("rgb")
             state.forward_s += float(pred.meta.get("forward_s", 0.0))
             frec: dict[str, Any] = {"frame": i}
+            _check_finite(state, pred.value, frec, f"frame {i}: ")
             if aligner is not None:
                 al = aligner.update(pred.value, anchor_depth=anchor if i == 0 else None)
                 pred.value = al.value
@@ -779,8 +970,10 @@ def _run_video(
             "values": "temporally aligned (scale, shift per frame)" if aligner is not None else "per frame",
             "frames": frame_records,
         }
-        with atomic_path(outs["index"], overwrite=overwrite or args.skip_existing) as tmp:
-            tmp.write_text(json.dumps(index, indent=1, default=_json_default) + "\n", encoding="utf-8")
+        write_json(
+            outs["index"], index, overwrite=overwrite or args.skip_existing, nonfinite="null", indent=1,
+            default=_json_default,
+        )  # fmt: skip
     elapsed = time.perf_counter() - t0
     rec.update(
         status="ok",

@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_pixel_limit() -> None:
+    """Let Pillow decode what ``ANYDEPTH_MAX_IMAGE_PIXELS`` allows (the CLI owns the process's global state)."""
+    import os
+
+    from anydepth.data.io import MAX_PIXELS_ENV, max_image_pixels
+
+    if os.environ.get(MAX_PIXELS_ENV, "").strip():
+        from PIL import Image
+
+        limit = max_image_pixels()  # validates the variable
+        Image.MAX_IMAGE_PIXELS = None if limit is None else max(limit, Image.MAX_IMAGE_PIXELS or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (defaults to ``sys.argv[1:]``); returns the process exit code."""
     parser = build_parser()
@@ -60,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _apply_pixel_limit()
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "CHECKPOINT_HELP",
     "DTYPES",
     "DEVICE_HELP",
+    "ENCODER_WEIGHTS_HELP",
     "BuiltRunner",
     "add_runtime_args",
     "build_runner",
@@ -39,7 +41,18 @@ log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
 #: Older spellings still accepted (with a deprecation warning) -> the current name.
 DEPRECATED_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-DEVICE_HELP = "auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:N or mps"
+#: Help of ``--checkpoint`` / ``--encoder-weights`` in ``infer``, ``eval``, ``serve``, ``export``: every name
+#: ``anydepth.hub`` resolves.
+CHECKPOINT_HELP = (
+    "project, official or converted checkpoint: a file, hf://ORG/REPO/FILE[@REVISION] or an alias such as "
+    "anydepth/dav2_sdt_vitb (fetched once into the Hugging Face cache; see `anydepth download`)"
+)
+ENCODER_WEIGHTS_HELP = (
+    "encoder weights (decoder-only checkpoints, presets): a file or hf://ORG/REPO/FILE[@REVISION]"
+)
+DEVICE_HELP = (
+    "auto (CUDA, under torchrun cuda:LOCAL_RANK, then MPS, then CPU; default), cpu, cuda, cuda:N or mps"
+)
 
 
 def canonical_dtype(name: str, flag: str = "--dtype") -> str:
@@ -70,6 +83,9 @@ def resolve_dtype(name: str, flag: str = "--dtype") -> Any:
 def resolve_device(name: str, flag: str = "--device") -> Any:
     """``--device`` -> ``torch.device``: ``auto`` picks CUDA, then MPS, then CPU; explicit devices must exist.
 
+    Under torchrun (``LOCAL_RANK`` set), ``auto`` picks ``cuda:LOCAL_RANK``, so that the processes of a node (e.g.
+    the shards of ``infer`` / ``eval``) use one GPU each.
+
     Raises:
         ValueError: an unknown name, or a device this machine does not have.
     """
@@ -79,6 +95,9 @@ def resolve_device(name: str, flag: str = "--device") -> Any:
     mps_ok = bool(mps is not None and mps.is_available())
     key = str(name).strip().lower()
     if key == "auto":
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is not None and local_rank.isdigit() and torch.cuda.is_available():
+            return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
     try:
         dev = torch.device(key)

@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-from anydepth.cli.runner import add_runtime_args, build_runner
+from anydepth.cli.runner import CHECKPOINT_HELP, ENCODER_WEIGHTS_HELP, add_runtime_args, build_runner
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", metavar="FILE", help="project, official or converted checkpoint")
+    g.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     g.add_argument("--model", metavar="PRESET", help="preset name (see `anydepth models`); decoder is random")
-    g.add_argument(
-        "--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints, presets)"
-    )
+    g.add_argument("--encoder-weights", metavar="FILE", help=ENCODER_WEIGHTS_HELP)
     add_runtime_args(
         g,
         fast_help="optimised inference path (same depth within 1e-4, faster, less memory; docs/efficiency.md)",
@@ -196,6 +194,27 @@ class _RedactToken(logging.Filter):
         return True
 
 
+def _return_freed_memory() -> None:
+    """glibc only: serve large buffers (decoded uploads, tensors, answers) from mmap so that freeing them returns
+    the memory to the system: the worker's RSS goes back to its idle level after a large request instead of
+    staying at its peak in malloc's arenas (the default threshold grows with every large free). A no-op elsewhere.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl ...)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 20)  # allocations >= 1 MiB: mmap, unmapped on free
+    mallopt(m_trim_threshold, 8 << 20)  # give the top of the heap back beyond 8 MiB free
+
+
 def run(args: argparse.Namespace) -> int:
     from anydepth.extras import require
 
@@ -221,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # uvicorn's access log prints request paths with their query: hide the one-time "/?token=..." login value.
     logging.getLogger("uvicorn.access").addFilter(_RedactToken())
+    _return_freed_memory()
     session = info["live_session"]
     if session is not None:
         session.start()

@@ -41,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in OUTPUT from its newest checkpoint"
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in an OUTPUT that already holds files (they are deleted: config, metrics, "
+        "checkpoints, models); without it a fresh run refuses a non-empty OUTPUT",
+    )
+    p.add_argument(
         "--device", default="auto", help="auto (CUDA LOCAL_RANK if available, else CPU), cpu, cuda or cuda:N"
     )
     p.add_argument(
@@ -139,9 +145,20 @@ def run(args: argparse.Namespace) -> int:
             out,
             dist_info=info,
             resume=args.resume,
+            overwrite=args.overwrite,
             stop_after=args.stop_after,
             progress=not args.no_progress,
         )
+    except FloatingPointError as e:  # diverged: a clear error and a non-zero exit, no traceback
+        print(f"anydepth train: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are atomic, the newest one is complete
+        print(
+            f"anydepth train: interrupted; the newest checkpoint in {out}/checkpoints is complete: continue with "
+            f"--resume --output {out}",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         cleanup_distributed(info)
     if info.is_main:

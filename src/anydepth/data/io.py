@@ -7,8 +7,12 @@ the destination directory and renames it into place, so an interrupted run never
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +22,10 @@ from anydepth.extras import require
 __all__ = [
     "atomic_path",
     "read_image",
+    "image_size",
+    "pil_to_rgb",
+    "max_image_pixels",
+    "MAX_PIXELS_ENV",
     "read_png16",
     "write_png16",
     "write_npy",
@@ -34,55 +42,148 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def read_image(path: PathLike) -> np.ndarray:
+#: environment variable holding the pixel limit of decoded images (``0``: no limit of ours; see ``max_image_pixels``)
+MAX_PIXELS_ENV = "ANYDEPTH_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int | None:
+    """The largest ``W * H`` an image or depth file may declare before it is decoded (None: no limit).
+
+    ``ANYDEPTH_MAX_IMAGE_PIXELS`` when set (``0`` = no limit), else Pillow's own error threshold
+    ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 by default). Pillow refuses files above its threshold on its
+    own: a program that raises this limit must raise ``PIL.Image.MAX_IMAGE_PIXELS`` as well (the ``anydepth``
+    command does so from the environment variable).
+
+    Raises:
+        ValueError: the environment variable is not a non-negative integer.
+    """
+    from PIL import Image
+
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if text:
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise ValueError(f"{MAX_PIXELS_ENV}={text!r}: expected a non-negative integer (0 = no limit)")
+        return n or None
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+
+
+def _too_many_pixels(p: Path, size: str, n: int, limit: int | None) -> ValueError:
+    return ValueError(
+        f"{p}: too many pixels ({size}{n:,}; the limit is {limit or 0:,}: a decompression bomb?); to decode it "
+        f"anyway raise the limit: {MAX_PIXELS_ENV}={n} (0 = no limit)"
+    )
+
+
+@contextlib.contextmanager
+def _open_image(p: Path, what: str, max_pixels: int | None) -> Iterator[Any]:
+    """``PIL.Image.open(p)`` (header only) with the pixel limit checked before any pixel is decoded; every
+    failure, including one of the decoding inside the block, becomes a ``ValueError`` naming ``p``."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = max_image_pixels() if max_pixels is None else (max_pixels or None)
+    try:
+        im = Image.open(p)
+    except Image.DecompressionBombError as e:  # above Pillow's own threshold, which also applies
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise _too_many_pixels(p, "", int(m.group(1)) if m else pil_limit + 1, pil_limit) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read {what} {p}: {e}") from None
+    with im:
+        w, h = (int(v) for v in im.size)
+        if limit is not None and w * h > limit:
+            raise _too_many_pixels(p, f"{w}x{h} = ", w * h, limit)
+        try:
+            yield im
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read {what} {p}: {e}") from None
+
+
+def read_image(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H,W,3]``.
 
     EXIF orientation is applied; grayscale is expanded to 3 channels; alpha is dropped (composited on black is not
     done: the colour channels are kept as stored); 16-bit images are scaled to 8 bit.
 
+    Args:
+        path: the image file.
+        max_pixels: refuse a file declaring more pixels than this before decoding it (decompression bombs);
+            None: ``max_image_pixels()``; 0: no limit of ours.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable image (names the file and the decoder error).
+        ValueError: the file is not a readable image, or declares too many pixels (names the file and the decoder
+            error, or the size, the limit and how to raise it).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
-    try:
-        with Image.open(p) as src:
-            src.load()
-            im = ImageOps.exif_transpose(src)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-                g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-                return np.repeat(g[..., None], 3, axis=-1)
-            if im.mode == "F":
-                arr = np.asarray(im, dtype=np.float64)
-                g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-                return np.repeat(g[..., None], 3, axis=-1)
-            rgb = im.convert("RGB")
-            return np.array(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {p}: {e}") from e
+    with _open_image(p, "image", max_pixels) as src:
+        src.load()
+        return pil_to_rgb(ImageOps.exif_transpose(src))
 
 
-def read_png16(path: PathLike) -> np.ndarray:
-    """Read a single-channel 8/16-bit PNG as a uint16 ``[H,W]`` array of raw values (no scaling)."""
-    from PIL import Image, UnidentifiedImageError
+def pil_to_rgb(im: Any) -> np.ndarray:
+    """A decoded ``PIL.Image`` as uint8 RGB ``[H,W,3]``: grey (8/16/32-bit, float in [0, 1]) expanded to 3
+    channels, 16-bit data scaled to 8 bit, palette transparency and alpha dropped (colours kept as stored)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
+
+def image_size(path: PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(H, W)`` of an image file as ``read_image`` would return it (EXIF rotation applied), from its header only.
+
+    Raises:
+        FileNotFoundError, ValueError: as ``read_image`` (a corrupt raster may go unnoticed: nothing is decoded).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    with _open_image(p, "image", max_pixels) as im:
+        w, h = (int(v) for v in im.size)
+        try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # a broken EXIF block: read_image keeps the stored orientation too
+            orientation = 1
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def read_png16(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a single-channel 16-bit PNG as a uint16 ``[H,W]`` array of raw values (no scaling).
+
+    8-bit files are refused: a depth map quantised to 256 levels is almost certainly a visualisation, not data.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a readable PNG, not single-channel 16-bit, or too many pixels (see ``read_image``).
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"depth file not found: {p}")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                raise ValueError(f"{p}: expected a single-channel 16-bit PNG, got mode {im.mode!r}")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read depth PNG {p}: {e}") from e
+    with _open_image(p, "depth PNG", max_pixels) as im:
+        if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            bits = "an 8-bit" if im.mode in ("L", "P", "1", "LA", "RGB", "RGBA") else f"a mode {im.mode!r}"
+            raise ValueError(
+                f"{p}: expected a single-channel 16-bit PNG as depth, got {bits} image (mode {im.mode!r})"
+            )
+        im.load()
+        arr = np.asarray(im)
     if arr.ndim != 2:
         raise ValueError(f"{p}: expected a single-channel image, got shape {arr.shape}")
     if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anydepth.atomic import json_text, write_json
 from anydepth.extras import require
 
 __all__ = ["RunLogger", "code_version"]
@@ -108,7 +109,7 @@ class RunLogger:
             return
         rec = {"step": int(step), "split": split, "time": round(time.time(), 3)}
         rec.update({k: _clean(v) for k, v in metrics.items()})
-        self._jsonl.write(json.dumps(rec) + "\n")
+        self._jsonl.write(json_text(rec) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             for k, v in rec.items():
@@ -120,10 +121,7 @@ class RunLogger:
         """Write ``<run_dir>/<name>`` (JSON) atomically."""
         if not self.enabled:
             return
-        from anydepth.atomic import atomic_path
-
-        with atomic_path(self.run_dir / name, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(self.run_dir / name, data, overwrite=True, nonfinite="null", default=str)
 
     def flush(self) -> None:
         if self._jsonl is not None:

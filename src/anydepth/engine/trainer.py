@@ -307,6 +307,7 @@ def fit(
     *,
     dist_info: DistInfo | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
@@ -320,10 +321,13 @@ def fit(
 
     Args:
         cfg: the training recipe.
-        run_dir: output directory. A fresh run refuses a directory that already holds checkpoints.
+        run_dir: output directory. A fresh run refuses a non-empty directory unless ``overwrite``.
         dist_info: process placement and device from ``engine.distributed.init_distributed`` (default: one CPU
             process).
-        resume: continue from the newest ``run_dir/checkpoints/step_N.pt``.
+        resume: continue from the newest ``run_dir/checkpoints/step_N.pt`` (metrics records logged after that
+            step by the interrupted run are dropped from ``metrics.jsonl``).
+        overwrite: a fresh run in a non-empty ``run_dir`` first deletes the files a training run writes there
+            (``RUN_FILES``); other files are left alone.
         stop_after: stop (after writing a checkpoint) once this many optimizer steps are done in total,
             without changing the schedule, as if the run had been interrupted there. For tests and time-boxed jobs.
         progress: show a tqdm progress bar (rank 0).
@@ -333,11 +337,11 @@ def fit(
         ``FitResult``.
 
     Raises:
-        FileExistsError: ``run_dir`` has checkpoints and ``resume`` is False.
+        FileExistsError: ``run_dir`` is not empty and neither ``resume`` nor ``overwrite`` is set.
         FileNotFoundError: ``resume`` is True but there is no checkpoint.
         ValueError: a checkpoint that does not belong to this configuration.
     """
-    run = setup(cfg, run_dir, dist_info=dist_info or DistInfo(), resume=resume)
+    run = setup(cfg, run_dir, dist_info=dist_info or DistInfo(), resume=resume, overwrite=overwrite)
     t = cfg.train
     bar = _make_progress(run.total_steps, run.step, progress and run.info.is_main)
     last_loss = float("nan")
@@ -379,7 +383,9 @@ def fit(
     )
 
 
-def setup(cfg: TrainConfig, run_dir: str | Path, *, dist_info: DistInfo, resume: bool) -> TrainingRun:
+def setup(
+    cfg: TrainConfig, run_dir: str | Path, *, dist_info: DistInfo, resume: bool, overwrite: bool = False
+) -> TrainingRun:
     """Prepare a run: the run directory (config, version), the model, loss and data, the optimisation, and, with
     ``resume``, the state of the newest checkpoint; the data iterator starts at the run's position. Seeds the
     global torch RNG with ``train.seed`` first.
@@ -391,7 +397,7 @@ def setup(cfg: TrainConfig, run_dir: str | Path, *, dist_info: DistInfo, resume:
     device = info.device
     run_dir = Path(run_dir)
     t = cfg.train
-    state = _open_run_dir(cfg, run_dir, info, resume)
+    state = _open_run_dir(run_dir, info, resume, overwrite)
     logger = RunLogger(run_dir, enabled=info.is_main, tensorboard=t.tensorboard)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
@@ -479,19 +485,40 @@ def setup(cfg: TrainConfig, run_dir: str | Path, *, dist_info: DistInfo, resume:
     return run
 
 
-def _open_run_dir(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume: bool) -> dict[str, Any] | None:
-    """Check the run directory against ``resume``; the newest training state when resuming (metrics logged after
-    it are dropped)."""
+#: what a training run writes into its run directory (``overwrite`` deletes exactly these)
+RUN_FILES = (
+    "config.yaml",
+    "version.json",
+    "metrics.jsonl",
+    "tb",
+    "checkpoints",
+    "model_best.safetensors",
+    "model_final.safetensors",
+)
+
+
+def _open_run_dir(run_dir: Path, info: DistInfo, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check the run directory against ``resume`` / ``overwrite``; the newest training state when resuming
+    (metrics logged after it are dropped). A fresh run refuses a non-empty directory unless ``overwrite``, which
+    deletes the files of the previous run (``RUN_FILES``) first."""
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = None
     if resume:
         ckpt_path = find_latest(ckpt_dir)
         if ckpt_path is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {ckpt_dir}")
-    elif find_latest(ckpt_dir) is not None:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another output directory"
-        )
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            held = sorted(p.name for p in run_dir.iterdir())
+            raise FileExistsError(
+                f"{run_dir} is not empty (holds {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}); pass "
+                "--resume to continue its run, --overwrite to start afresh there, or choose another output "
+                "directory"
+            )
+        if info.is_main:
+            _remove_run_files(run_dir)
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"output {run_dir} exists and is not a directory")
     state: dict[str, Any] | None = load_training_state(ckpt_path) if ckpt_path is not None else None
     if state is not None:
         state["_path"] = ckpt_path
@@ -499,6 +526,18 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume: bool)
             _truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]))
     barrier()
     return state
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Delete what a previous training run wrote into ``run_dir`` (``RUN_FILES``), nothing else."""
+    import shutil
+
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 def _plan_steps(cfg: TrainConfig, num_samples: int, world_size: int) -> tuple[int, int]:
@@ -596,6 +635,7 @@ def training_step(run: TrainingRun) -> StepStats:
             with autocast_context(device, t.precision):
                 pred = run.net(img)
             loss, parts = run.loss_fn(pred.float(), target, mask)
+            _check_finite(run, loss.detach(), "loss", "before backward")
             scaled = loss / t.grad_accum
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
         loss_sum += loss.detach() / t.grad_accum
@@ -606,6 +646,8 @@ def training_step(run: TrainingRun) -> StepStats:
         run.scaler.unscale_(run.optimizer)
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
     gnorm = torch.nn.utils.clip_grad_norm_(run.trainable, clip)
+    if run.scaler is None:  # fp16: GradScaler itself skips steps with inf/NaN gradients
+        _check_finite(run, gnorm.detach(), "gradient norm", "before the optimizer step")
     lr_now = run.optimizer.param_groups[0]["lr"]
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
@@ -620,6 +662,27 @@ def training_step(run: TrainingRun) -> StepStats:
         run.ema.update(run.model)
     run.step += 1
     return StepStats(loss_sum, parts_sum["ssi"], parts_sum["grad"], float(gnorm), lr_now, images)
+
+
+def _check_finite(run: TrainingRun, value: torch.Tensor, what: str, when: str) -> None:
+    """Raise ``FloatingPointError`` when ``value`` (0-dim) is not finite on any rank.
+
+    Every rank takes the same decision (the flag is all-reduced), so none is left waiting in a collective. Called
+    before ``backward`` and before the optimizer step: a NaN/inf loss must never reach backward (kernels such as
+    ``grid_sample`` may crash on non-finite inputs) nor the weights. Checkpoints already written are kept.
+    """
+    bad = (~torch.isfinite(value)).to(torch.float32)
+    if float(all_reduce_mean(bad)) > 0:
+        ckpt = find_latest(run.run_dir / "checkpoints")
+        kept = (
+            f"the last good checkpoint {ckpt} is kept"
+            if ckpt is not None
+            else "no checkpoint was written yet"
+        )
+        raise FloatingPointError(
+            f"non-finite {what} ({float(value)}) at step {run.step + 1}, {when}: training stopped, {kept}. "
+            "Lower optim.lr (or raise schedule warm-up / optim.grad_clip) and check the data"
+        )
 
 
 def _log_step(
@@ -749,8 +812,15 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    if len(keep) != len([ln for ln in lines if ln.strip()]):
+    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            rec = json.loads(ln)
+        except ValueError:  # a record torn by a kill in the middle of a write
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
+            keep.append(ln)
+    if len(keep) != len(lines):
         with atomic_path(path, overwrite=True) as tmp:
             tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")

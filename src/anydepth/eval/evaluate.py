@@ -45,6 +45,7 @@ from anydepth.eval.metrics import DEFAULT_METRICS, compute_metrics, mean_over_im
 from anydepth.ops.alignment import align_to_depth, resolve_alignment
 from anydepth.ops.resize import processing_size
 from anydepth.ops.runner import Runner, as_runner, predict_resized
+from anydepth.shard import Shard, merge_rows
 from anydepth.types import DepthSpace
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "SampleFailure",
     "IncompleteBenchmarkError",
     "evaluate",
+    "merge_results",
     "parse_space",
     "score_prediction",
     "score_batch",
@@ -329,6 +331,33 @@ class BenchmarkResult:
             d["per_sample"] = list(self.per_sample)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], per_sample: list[dict[str, Any]] | None = None) -> BenchmarkResult:
+        """The inverse of ``to_dict`` (e.g. a benchmark entry of a saved ``metrics.json``); ``per_sample``
+        replaces ``d["per_sample"]`` (e.g. rows read back from ``per_sample.csv``)."""
+        known = {
+            "benchmark",
+            "metrics",
+            "num_samples",
+            "expected_num_samples",
+            "complete",
+            "failures",
+            "per_sample",
+        }
+        try:
+            return cls(
+                benchmark=str(d["benchmark"]),
+                metrics={k: float(v) for k, v in d["metrics"].items()},
+                per_sample=list(per_sample if per_sample is not None else d.get("per_sample", [])),
+                num_samples=int(d["num_samples"]),
+                expected_num_samples=int(d["expected_num_samples"]),
+                failures=[SampleFailure(str(f["name"]), str(f["error"])) for f in d.get("failures", [])],
+                complete=bool(d["complete"]),
+                meta={k: v for k, v in d.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a benchmark result ({type(e).__name__}: {e})") from None
+
 
 class IncompleteBenchmarkError(ValueError):
     """Raised when samples could not be scored and ``allow_missing`` is False. ``result`` holds the partial run."""
@@ -384,6 +413,7 @@ def evaluate(
     allow_missing: bool = False,
     dataset_kwargs: dict[str, Any] | None = None,
     progress: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+    shard: Shard | None = None,
 ) -> BenchmarkResult:
     """Score a predictor on one benchmark under the Marigold protocol. Writes nothing.
 
@@ -400,6 +430,9 @@ def evaluate(
         allow_missing: return means over the samples that could be read instead of raising.
         dataset_kwargs: extra reader options (e.g. ETH3D ``depth_hw``, DIODE ``subset``).
         progress: optional wrapper ``progress(iterable, total) -> iterable`` (e.g. a tqdm bar; the CLI uses one).
+        shard: score only this shard's samples (positions ``K, K+N, ...`` of the, limited, sample list; see
+            ``anydepth.shard``); the result's ``meta["shard"]`` records the shard and its sample names, and
+            ``merge_results`` combines the results of all shards into that of one run.
 
     Returns:
         ``BenchmarkResult`` with per-image values and means over images.
@@ -417,7 +450,9 @@ def evaluate(
         raise ValueError(f"alignment_max_res must be an int or None, got {max_res!r}")
     dataset = open_dataset(s, data_root, split_file=split_file, **(dataset_kwargs or {}))
     n_total = len(dataset)
-    indices = range(n_total if limit is None else min(limit, n_total))
+    indices: Sequence[int] = range(n_total if limit is None else min(limit, n_total))
+    if shard is not None:
+        indices = shard.take(indices)
     it: Iterable[int] = progress(indices, len(indices)) if progress is not None else indices
 
     per_sample: list[dict[str, Any]] = []
@@ -481,6 +516,12 @@ def evaluate(
         "predictor": predictor.describe(),
         "seconds": round(elapsed, 3),
     }
+    if shard is not None:
+        meta["shard"] = {
+            "index": shard.index,
+            "count": shard.count,
+            "samples": [dataset.sample_name(i) for i in indices],
+        }
     result = BenchmarkResult(
         benchmark=s.name,
         metrics=mean_over_images(values),
@@ -504,6 +545,79 @@ def evaluate(
             "%s: %d sample(s) missing; means are over %d images", s.name, len(failures), len(per_sample)
         )
     return result
+
+
+def merge_results(parts: Sequence[BenchmarkResult]) -> BenchmarkResult:
+    """Combine the results of every shard of one benchmark (``evaluate(..., shard=...)``) into that of one run.
+
+    Per-sample rows and failures are put back into the order of the full sample list (``anydepth.shard.merge_rows``)
+    and the means are recomputed over them with the same reduction, so ``metrics`` and ``per_sample`` equal those
+    of an unsharded ``evaluate`` bit for bit. ``meta["seconds"]`` becomes the sum over shards (compute time);
+    ``input_sizes`` / ``processing_sizes`` the union; ``meta["shard"]`` is dropped.
+
+    Args:
+        parts: one result per shard ``0 .. N-1`` of the same benchmark (any order), each with ``meta["shard"]``.
+
+    Raises:
+        ValueError: results of different benchmarks or shard counts, a shard missing or given twice, a result
+            without shard information, or inconsistent sample lists.
+    """
+    if not parts:
+        raise ValueError("merge_results: no shard results given")
+    infos = []
+    for p in parts:
+        info = p.meta.get("shard")
+        if not isinstance(info, dict) or p.benchmark != parts[0].benchmark:
+            raise ValueError(
+                f"merge_results: expected shard results of {parts[0].benchmark}, got {p.benchmark} "
+                f"(shard info: {info!r})"
+            )
+        infos.append(info)
+    count = int(infos[0]["count"])
+    found = sorted(int(i["index"]) for i in infos)
+    if any(int(i["count"]) != count for i in infos) or found != list(range(count)):
+        got = sorted(f"{i['index']}/{i['count']}" for i in infos)
+        raise ValueError(
+            f"{parts[0].benchmark}: expected the results of shards 0..{count - 1} of {count}, got {got}"
+        )
+    order: list[str] = [""] * sum(len(i["samples"]) for i in infos)
+    for info in infos:
+        for j, name in enumerate(info["samples"]):
+            pos = int(info["index"]) + j * count
+            if pos >= len(order):
+                raise ValueError(f"{parts[0].benchmark}: shard sample lists do not form one strided list")
+            order[pos] = str(name)
+    rows = merge_rows([p.per_sample for p in parts], key=lambda r: r["name"], order=order, allow_missing=True)
+    owned = [set(info["samples"]) for info in infos]
+    failures = merge_rows(
+        [[f for f in p.failures if f.name in mine] for p, mine in zip(parts, owned, strict=True)],
+        key=lambda f: f.name,
+        order=order,
+        allow_missing=True,
+    )
+    if len(rows) + len(failures) != len(order):
+        raise ValueError(
+            f"{parts[0].benchmark}: some samples are neither scored nor failed in the shard results"
+        )
+    failures += [
+        f for f in parts[0].failures if f.name not in owned[0]
+    ]  # layout checks: the same in every shard
+    meta = {k: v for k, v in parts[0].meta.items() if k != "shard"}
+    for key in ("input_sizes", "processing_sizes"):
+        meta[key] = sorted({tuple(x) for p in parts for x in p.meta.get(key, [])})
+        meta[key] = [list(x) for x in meta[key]]
+    meta["seconds"] = round(sum(float(p.meta.get("seconds", 0.0)) for p in parts), 3)
+    metrics = mean_over_images({m: [r[m] for r in rows] for m in parts[0].metrics})
+    return BenchmarkResult(
+        benchmark=parts[0].benchmark,
+        metrics=metrics,
+        per_sample=rows,
+        num_samples=len(rows),
+        expected_num_samples=parts[0].expected_num_samples,
+        failures=failures,
+        complete=not failures and meta.get("limit") is None,
+        meta=meta,
+    )
 
 
 @dataclass
@@ -636,6 +750,13 @@ def _score_sample(
         raise ValueError(f"{dataset.describe(dataset.pair(i)[1])}: no valid ground-truth pixel after masking")
 
     pred = _to_2d_float(predictor(np.ascontiguousarray(image), name), hw, name)
+    n_bad = int((~torch.isfinite(pred)).sum())
+    if n_bad:  # never a silent metric: NaN/inf would give scale 0 / shift NaN and shift the means
+        where = predictor.path_for(name) if isinstance(predictor, PrecomputedPredictions) else name
+        raise ValueError(
+            f"{where}: non-finite prediction ({n_bad} of {pred.numel()} values are NaN/inf); such a sample is "
+            "never scored (it counts as a failure; allow_missing / --allow-missing averages the others)"
+        )
     scored = score_prediction(
         pred,
         predictor.space,

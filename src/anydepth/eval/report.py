@@ -35,6 +35,7 @@ __all__ = [
     "build_report",
     "write_report",
     "per_sample_csv",
+    "read_per_sample_csv",
     "paper_table",
     "load_result",
     "compare_table",
@@ -122,6 +123,41 @@ def per_sample_csv(results: Sequence[BenchmarkResult]) -> str:
                 vals.append(repr(v) if isinstance(v, float) else v)
             w.writerow(vals)
     return buf.getvalue()
+
+
+def _csv_value(text: str) -> Any:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_per_sample_csv(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """Read a ``per_sample.csv`` back: ``{benchmark: [row, ...]}`` with the rows ``per_sample_csv`` wrote.
+
+    Numbers come back as the same ``int`` / ``float`` (floats are written with ``repr``, so exactly); an empty cell
+    is a key the row did not have.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a per-sample table (no ``benchmark``/``name`` columns).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"per-sample table not found: {p}")
+    with p.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or reader.fieldnames[:2] != ["benchmark", "name"]:
+            raise ValueError(f"{p}: not a per_sample.csv (expected the columns benchmark,name,...)")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for rec in reader:
+            row: dict[str, Any] = {"name": rec["name"]}
+            row.update(
+                {k: _csv_value(v) for k, v in rec.items() if k not in ("benchmark", "name") and v != ""}
+            )
+            out.setdefault(rec["benchmark"], []).append(row)
+    return out
 
 
 def format_value(metric: str, value: float | None, digits: int = 1) -> str:

@@ -18,7 +18,6 @@ several ops, so its verification runs only where the provider can execute it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -170,7 +169,7 @@ def export_onnx(
     meta = {
         "anydepth.patch_size": str(p),
         "anydepth.output_space": str(model.output_space.value),
-        "anydepth.model_config": json.dumps(model.config.to_dict()),
+        "anydepth.model_config": model.config.to_json(),
         "anydepth.precision": "float16" if fp16 else "float32",
         "anydepth.version": __version__,
         "anydepth.io": "image: float32 [B,3,H,W] RGB in [0,1] -> depth: float32 [B,1,H,W]",

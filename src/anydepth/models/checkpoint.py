@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, json_text
 from anydepth.hub import push_checkpoint, resolve_weights
 from anydepth.models.config import ModelConfig
 from anydepth.models.depth_model import DepthModel
@@ -84,15 +84,50 @@ def save_model(
         "contents": contents,
         "encoder_name": model.config.encoder,
         "encoder_sha256": encoder_hash(model),
-        "encoder_source": json.dumps(model.encoder_source),
+        "encoder_source": _strict_json(model.encoder_source, "encoder_source"),
         "anydepth_version": __version__,
-        "user": json.dumps(metadata or {}),
+        "user": _strict_json(metadata or {}, "metadata"),
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, os.fspath(tmp), metadata=meta)
+        _canonical_header(tmp)
     if repo_id is not None:
         push_checkpoint(path, repo_id)
     return Path(path)
+
+
+def _strict_json(obj: Any, what: str) -> str:
+    try:
+        return json_text(obj, sort_keys=True)
+    except ValueError as e:
+        raise ValueError(f"save_model: {what} must be JSON-serialisable with finite numbers: {e}") from None
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite the JSON header of the safetensors file ``path`` with sorted keys, so that identical models give
+    byte-identical files (safetensors writes its metadata map in a random order). The tensor data is untouched:
+    the header is rewritten in place (padded with spaces, as the format allows) or, if it grew, the file is
+    rewritten through a temporary copy."""
+    import shutil
+
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= n:
+            f.seek(8)
+            f.write(text + b" " * (n - len(text)))
+            return
+    padded = text + b" " * (-len(text) % 8)
+    tmp = path.with_name(path.name + ".hdr")
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(8 + n)
+            dst.write(len(padded).to_bytes(8, "little") + padded)
+            shutil.copyfileobj(src, dst, 1 << 24)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -156,8 +191,13 @@ def load_model(
 
     from safetensors.torch import load_file
 
-    cfg = ModelConfig.from_json(meta["model_config"])
-    tensors = load_file(os.fspath(p))
+    cfg = _embedded_config(p, meta)
+    try:
+        tensors = load_file(os.fspath(p))
+    except Exception as e:  # safetensors' own error types for truncated / corrupt data
+        raise ValueError(
+            f"{p}: cannot read the tensors of the checkpoint ({' '.join(str(e).split())})"
+        ) from None
     contents = meta.get("contents", "decoder")
     if contents == "full":
         model = build_model(cfg)
@@ -186,8 +226,31 @@ def load_model(
         raise ValueError(
             f"{p}: checkpoint does not match its config: missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
+    state = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} (config expects {tuple(state[k].shape)})"
+        for k, v in sorted(tensors.items())
+        if tuple(v.shape) != tuple(state[k].shape)
+    ]
+    if wrong:
+        raise ValueError(
+            f"{p}: tensor shapes do not match the checkpoint's embedded model_config ({len(wrong)} differ): "
+            + "; ".join(wrong[:3])
+        )
     model.load_state_dict(tensors, strict=False)
     return model.eval()
+
+
+def _embedded_config(p: Path, meta: dict[str, str]) -> ModelConfig:
+    """The ``ModelConfig`` stored in a project checkpoint's metadata; errors name the file."""
+    if "model_config" not in meta:
+        raise ValueError(f"{p}: checkpoint metadata has no model_config")
+    try:
+        return ModelConfig.from_json(meta["model_config"])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: the embedded model_config is not valid JSON ({e})") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{p}: invalid embedded model_config: {e}") from None
 
 
 def load_official_checkpoint(

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from anydepth.atomic import json_text
 from anydepth.types import DepthSpace
 
 __all__ = ["ModelConfig", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -79,7 +80,7 @@ class ModelConfig:
         return cls(**d)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json_text(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, s: str) -> ModelConfig:

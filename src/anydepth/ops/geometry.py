@@ -123,7 +123,8 @@ def intrinsics_from_dict(d: dict[str, float], height: int, width: int) -> Intrin
     to the image (pixel-centre convention, ``Intrinsics.scaled``). ``cx``/``cy`` default to the image centre.
 
     Raises:
-        ValueError: missing ``fx``/``fy``, non-positive focal lengths, or unknown keys.
+        ValueError: missing ``fx``, a value that is not a finite number (NaN, inf, text), non-positive focal
+            lengths or size, or unknown keys.
     """
     known = {"fx", "fy", "cx", "cy", "width", "height"}
     unknown = sorted(set(d) - known)
@@ -131,14 +132,24 @@ def intrinsics_from_dict(d: dict[str, float], height: int, width: int) -> Intrin
         raise ValueError(f"unknown intrinsics key(s) {unknown}; expected {sorted(known)}")
     if "fx" not in d:
         raise ValueError(f"intrinsics need at least 'fx' (pixels), got keys {sorted(d)}")
-    fx = float(d["fx"])
-    fy = float(d.get("fy", fx))
+    vals: dict[str, float] = {}
+    for key, v in d.items():
+        try:
+            vals[key] = float(v)
+        except (TypeError, ValueError):
+            vals[key] = math.nan
+        if not math.isfinite(vals[key]):
+            raise ValueError(f"intrinsics {key!r} must be a finite number, got {v!r}")
+    fx = vals["fx"]
+    fy = vals.get("fy", fx)
     if fx <= 0 or fy <= 0:
         raise ValueError(f"focal lengths must be positive, got fx={fx}, fy={fy}")
-    ref_w = int(d.get("width", width))
-    ref_h = int(d.get("height", height))
+    ref_w = int(vals.get("width", width))
+    ref_h = int(vals.get("height", height))
+    if ref_w <= 0 or ref_h <= 0:
+        raise ValueError(f"intrinsics width/height must be positive, got {ref_w}x{ref_h}")
     ccx, ccy = principal_point(ref_h, ref_w)
-    k = Intrinsics(fx, fy, float(d.get("cx", ccx)), float(d.get("cy", ccy)))
+    k = Intrinsics(fx, fy, vals.get("cx", ccx), vals.get("cy", ccy))
     if (ref_h, ref_w) != (height, width):
         k = k.scaled(width / ref_w, height / ref_h)
     return k

@@ -30,7 +30,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import logging
 import math
 import re
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from anydepth.atomic import json_text
 from anydepth.extras import require
 from anydepth.inference import (
     DEFAULT_NOMINAL_RANGE,
@@ -265,7 +265,7 @@ def _render(
         "X-AnyDepth-Height": str(h),
         "X-AnyDepth-Space": pred.space.value,
         "X-AnyDepth-Metric": "true" if pred.metric else "false",
-        "X-AnyDepth-Intrinsics": json.dumps(k.to_dict()),
+        "X-AnyDepth-Intrinsics": json_text(k.to_dict()),
     }
 
     def png16() -> bytes:
@@ -293,6 +293,9 @@ def _render(
     out: dict[str, Any] = {
         "width": w,
         "height": h,
+        "source_width": image.source_hw[1] or w,
+        "source_height": image.source_hw[0] or h,
+        "reduction": image.reduction,
         "model": model_name,
         "space": pred.space.value,
         "metric": bool(pred.metric),
@@ -330,7 +333,7 @@ def _render(
     out = _finite_json(out)
     if value_list is not None:
         out["value"] = value_list
-    body = json.dumps(out, allow_nan=False).encode("utf-8")
+    body = json_text(out).encode("utf-8")
     return _Result(body, _MEDIA_TYPES["json"], headers)
 
 
@@ -811,7 +814,7 @@ def _add_predict_route(app: FastAPI, sv: _Service) -> None:
             raise ApiError(503, "server busy: the inference queue is full; retry later", {"Retry-After": "1"})
         form = await read_form(request, max_file_bytes=max_upload_bytes)
         if form.image is None:
-            raise ApiError(400, "no image: send the image file in the multipart field 'image'")
+            raise ApiError(400, "missing field 'image': send the image file in the multipart field 'image'")
         ctype = form.image.content_type
         if ctype is not None and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise ApiError(415, f"the 'image' part has Content-Type {ctype!r}; expected image/*")
@@ -820,7 +823,13 @@ def _add_predict_route(app: FastAPI, sv: _Service) -> None:
         form.image.data = bytearray()
         t_read = time.perf_counter()
         image = await anyio.to_thread.run_sync(
-            functools.partial(decode_image, data, max_pixels=max_pixels), limiter=limiter
+            functools.partial(
+                decode_image,
+                data,
+                max_pixels=max_pixels,
+                target=functools.partial(_processing_size, opts.resolution, patch),
+            ),
+            limiter=limiter,
         )
         del data
         h, w = image.rgb.shape[:2]
@@ -907,6 +916,10 @@ def _add_predict_route(app: FastAPI, sv: _Service) -> None:
             503: {"description": "inference queue full", **error_doc},
         },
     )
+
+
+def _processing_size(resolution: Any, patch: int, hw: tuple[int, int]) -> tuple[int, int]:
+    return tuple(resolution.processing_size(hw, patch))  # type: ignore[return-value]
 
 
 async def _await(fut: Any) -> Prediction:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -45,6 +44,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+
+from anydepth.atomic import json_text
+from anydepth.data.io import pil_to_rgb
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -263,7 +265,7 @@ class SecurityMiddleware:
     async def _reply(
         self, send: Send, scope: Scope, status: int, message: str, extra: list[tuple[bytes, bytes]]
     ) -> None:
-        body = json.dumps({"detail": message, "status": status}).encode("utf-8")
+        body = json_text({"detail": message, "status": status}).encode("utf-8")
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode("ascii")),
@@ -413,6 +415,12 @@ async def read_form(request: Any, *, max_file_bytes: int, file_field: str = "ima
         if p.name == file_field:
             if len(p.data) > max_file_bytes:
                 raise ApiError(413, _too_large_message(max_file_bytes, "more bytes received"))
+        elif p.filename is not None:  # a file under another name: say which field the image belongs in
+            raise ApiError(
+                400,
+                f"missing field {file_field!r}: the file was sent in the field {p.name!r}; send the image file "
+                f"in the multipart field {file_field!r}",
+            )
         elif len(p.data) > MAX_TEXT_FIELD_BYTES:
             raise ApiError(400, f"form field {p.name!r} is too long (at most {MAX_TEXT_FIELD_BYTES} bytes)")
 
@@ -479,11 +487,15 @@ class DecodedImage:
         rgb: uint8 ``[H,W,3]`` RGB, EXIF orientation applied.
         format: the Pillow format name (``"PNG"``, ``"JPEG"``, ...).
         focal_35mm: EXIF ``FocalLengthIn35mmFilm`` (mm) or None.
+        source_hw: ``(H, W)`` of the uploaded image (EXIF orientation applied).
+        reduction: integer factor the image was decoded at (1: full size; see ``decode_image``'s ``target``).
     """
 
     rgb: np.ndarray
     format: str
     focal_35mm: float | None
+    source_hw: tuple[int, int] = (0, 0)
+    reduction: int = 1
 
 
 def _sniff_unsupported(data: bytes) -> str | None:
@@ -508,7 +520,17 @@ def _exif_focal_35mm(im: Any) -> float | None:
     return f if math.isfinite(f) and f > 0 else None
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+#: EXIF orientation -> the ``PIL.Image.Transpose`` method that shows the image upright (as ImageOps.exif_transpose)
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target: Callable[[tuple[int, int]], tuple[int, int]] | None = None,
+) -> DecodedImage:
     """Identify, check and decode an uploaded image held in memory.
 
     The format is identified from the bytes with Pillow, restricted to ``ACCEPTED_IMAGE_FORMATS``. The size
@@ -516,9 +538,18 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     decompression bomb (a small file declaring a huge raster) is refused without allocating it. Pillow's global
     ``Image.MAX_IMAGE_PIXELS`` is left untouched.
 
+    Memory: with ``target``, an image at least twice the processing size on both sides is decoded at an integer
+    reduction ``f`` that keeps it at least the processing size (JPEG: the decoder's DCT scaling, so the full
+    raster is never allocated; other formats: the 8-bit raster is decoded, then box-reduced at once), so
+    everything after decoding (float conversion, inference, answers) scales with the processing size, not the
+    upload's pixel count. The peak of one request is about the 8-bit raster (``H*W*channels`` bytes, bounded by
+    ``max_pixels``) plus ``O(processing size)``.
+
     Args:
         data: the file's bytes.
         max_pixels: largest accepted ``H * W``.
+        target: ``(H, W) -> (H', W')``, the processing size of an upright image of size ``(H, W)``; None decodes at
+            full size.
 
     Returns:
         ``DecodedImage`` with uint8 ``[H,W,3]`` RGB (grayscale expanded, alpha dropped, 16-bit scaled to 8-bit).
@@ -555,31 +586,51 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
                 413, f"image too large: {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels"
             )
         try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # a broken EXIF block: keep the stored orientation
+            orientation = 1
+        swap = orientation in (5, 6, 7, 8)
+        need = None
+        if target is not None:
+            ph, pw = target((w, h) if swap else (h, w))
+            need = (pw, ph) if swap else (ph, pw)  # the processing size in stored orientation
+            f = min(h // max(need[0], 1), w // max(need[1], 1))
+            if fmt == "JPEG" and f >= 2:
+                im.draft(None, (w // f, h // f))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 directly
+        try:
             im.load()
         except Exception as e:  # truncated data: OSError; corrupt streams: OSError/SyntaxError/ValueError
             raise ApiError(400, f"cannot decode {fmt} image (truncated or corrupt): {e}") from None
         focal = _exif_focal_35mm(im)
+        up: Any = im
+        reduction = 1
+        if need is not None:
+            f = min(im.height // max(need[0], 1), im.width // max(need[1], 1))
+            if f >= 2:
+                up = _reduce(im, f)
+            reduction = max(1, round(h / up.height))
         try:
-            up = ImageOps.exif_transpose(im)
+            if up is im:
+                up = ImageOps.exif_transpose(im)
+            elif orientation in _ORIENTATION:
+                up = up.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
         except Exception:  # a broken orientation tag: keep the stored orientation
-            up = im
+            pass
         try:
-            rgb = _to_rgb(up)
+            rgb = pil_to_rgb(up)
         except Exception as e:
             raise ApiError(400, f"cannot convert {fmt} image (mode {up.mode}) to RGB: {e}") from None
-    return DecodedImage(rgb=rgb, format=fmt, focal_35mm=focal)
+    return DecodedImage(
+        rgb=rgb, format=fmt, focal_35mm=focal, source_hw=(w, h) if swap else (h, w), reduction=reduction
+    )
 
 
-def _to_rgb(im: Any) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        g = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
-    if im.mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
-        g = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+def _reduce(im: Any, f: int) -> Any:
+    """``im`` box-reduced by the integer factor ``f`` (modes Pillow cannot reduce are converted first)."""
+    try:
+        return im.reduce(f)
+    except ValueError:
+        if im.mode.startswith("I;16"):
+            return im.convert("I").reduce(f)
+        alpha = im.mode in ("PA", "LA") or "transparency" in im.info
+        return im.convert("RGBA" if alpha else "RGB").reduce(f)

@@ -24,7 +24,6 @@ intrinsics JSON, ``dataset.json``) for the command-line tools.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from anydepth.atomic import json_text
 from anydepth.data import io
 from anydepth.data.datasets.base import DepthDataset
 from anydepth.registry import DATASETS
@@ -880,7 +880,7 @@ def write_synthetic_dataset(
         lines.append(f"{rgb_rel} {depth_rel}")
         cams[rgb_rel] = r.intrinsics.to_dict()
     _write_text(out / "train.txt", "\n".join(lines) + ("\n" if lines else ""), overwrite)
-    _write_text(out / "intrinsics.json", json.dumps(cams, indent=1) + "\n", overwrite)
+    _write_text(out / "intrinsics.json", json_text(cams, indent=1) + "\n", overwrite)
     meta = {
         "format": "anydepth.folder",
         "version": 1,
@@ -889,7 +889,7 @@ def write_synthetic_dataset(
         "depth_space": DepthSpace.DEPTH_METRIC.value,
         "intrinsics": "intrinsics.json",
     }
-    _write_text(out / "dataset.json", json.dumps(meta, indent=1) + "\n", overwrite)
+    _write_text(out / "dataset.json", json_text(meta, indent=1) + "\n", overwrite)
     return out / "train.txt"
 
 

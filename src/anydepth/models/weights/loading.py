@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,14 @@ from anydepth.models.weights.backbones import (
 if TYPE_CHECKING:
     from anydepth.models.depth_model import DepthModel
 
-__all__ = ["read_checkpoint", "read_state_dict", "load_backbone_weights", "tensor_hash", "encoder_hash"]
+__all__ = [
+    "read_checkpoint",
+    "read_state_dict",
+    "load_backbone_weights",
+    "tensor_hash",
+    "encoder_hash",
+    "describe_load_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +109,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
         try:
             obj: Any = load_file(str(p), device="cpu")
         except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
+            raise ValueError(f"{p}: not a readable safetensors file ({describe_load_error(e)})") from e
     elif suffix in _TORCH_SUFFIXES:
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:  # pickle with non-tensor objects, zip errors: report the file, keep the cause
             raise ValueError(
-                f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); anydepth reads weights-only "
+                f"{p}: not a readable PyTorch checkpoint ({describe_load_error(e)}); anydepth reads weights-only "
                 "checkpoints and never unpickles arbitrary objects: re-save the state dict alone "
                 "(torch.save(model.state_dict(), ...))"
             ) from e
@@ -117,6 +125,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
             f"{', '.join(_TORCH_SUFFIXES)} or a transformers directory"
         )
     return obj
+
+
+def describe_load_error(e: BaseException) -> str:
+    """A one-line cause for a failed ``torch.load`` / safetensors read: the exception type and the informative
+    line of its message (for a weights-only refusal, the Python object the file tried to create)."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return (
+            f"it holds a Python object ({m.group(1).rstrip('.,')}) that a weights-only load refuses to create"
+        )
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {first}"[:300]
 
 
 def tensor_hash(tensors: Mapping[str, Tensor]) -> str:
