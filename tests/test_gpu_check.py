@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import anydepth
 from anydepth.bench.gpu import (
@@ -50,8 +49,7 @@ def _tiny(**kw) -> GpuCheckConfig:
     return GpuCheckConfig(**base)
 
 
-def test_dry_run_measures_every_variant_and_fast_matches_eager(tmp_path):
-    torch.set_num_threads(1)
+def test_dry_run_measures_every_variant_and_fast_matches_eager(tmp_path, one_thread):
     result = run_gpu_check(_tiny())
     rows = result["rows"]
     variants = {(r["part"], r["decoder"], r["variant"]) for r in rows}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import test_infer_cli
@@ -27,6 +28,9 @@ def _two_shards(argv: list[str]) -> list[int]:
     """Run ``anydepth argv`` as two processes: shard 0 by ``--shard 0/2``, shard 1 as torchrun starts it; their
     exit statuses (a failed status comes with the process output)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    # the same intra-op thread count as this process, whose in-process runs are compared with the shards' (a
+    # different split of a reduction changes the last float bit)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "anydepth.cli.main", *argv]
