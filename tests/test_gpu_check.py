@@ -76,6 +76,15 @@ def test_dry_run_measures_every_variant_and_fast_matches_eager(tmp_path, one_thr
         write_report(result, tmp_path)
 
 
+def test_widths_after_the_first_get_the_target_variants_only():
+    result = run_gpu_check(_tiny(widths={"T": TINY_PRESETS["T"], "U": TINY_PRESETS["T"]}, parts=("decoder",)))
+    by_width = {
+        w: {r["variant"] for r in result["rows"] if r["width"] == w and r["decoder"] == "sdt"} for w in "TU"
+    }
+    assert by_width["T"] == {"eager", "fast", "fast_untiled", "fast_t2", "fast_t4", "fast_nchw"}
+    assert by_width["U"] == {"eager", "fast", "fast_t4"}
+
+
 def test_budget_and_variant_filter_are_recorded():
     result = run_gpu_check(_tiny(budget_s=0.0, variants=("eager", "fast")))
     assert result["rows"] and {r["variant"] for r in result["rows"]} == {"eager", "fast"}

@@ -4,7 +4,9 @@ What ``scripts/gpu_check.sh`` runs on one accelerator (and, with the tiny preset
 One *group* is one (part, preset, resolution, batch, dtype); its variants are built once, warmed up and
 timed round-robin, and every group stays inside a global time budget (groups that do not fit are recorded
 as skipped, never silently dropped). Groups run in priority order: the ViT-L rows the paper's claims are
-about (bf16 first), then the other dtypes, then ViT-S/B.
+about (bf16 first), then the other dtypes, then ViT-S/B, which get only the variants the targets compare (official,
+eager, fast, and SDT's 4-tile path): from run 1's group times (``docs/gpu/``) the whole matrix then needs
+about 320 s, an estimate not yet confirmed on a GPU.
 
 Variants (``part="decoder"``: the decoder alone on random encoder features; ``part="model"``: the whole
 ``DepthModel`` on a random image):
@@ -286,13 +288,21 @@ def _variant_runner(
 
 
 def _variants(
-    kind: str, part: str, device: torch.device, official: bool, compiled: bool, graphs: bool
+    kind: str,
+    part: str,
+    device: torch.device,
+    official: bool,
+    compiled: bool,
+    graphs: bool,
+    detail: bool = True,
 ) -> list[str]:
+    """The variants of one group; without ``detail`` (every width but the first) only what the targets compare:
+    official, eager, fast and, for SDT, the lean 4-tile path."""
     v = ["official"] if official and part == "decoder" else []
     v += ["eager", "fast"]
     if kind == "sdt":
-        v += ["fast_untiled", "fast_t2", "fast_t4"] if part == "decoder" else ["fast_t4"]
-    if part == "decoder":
+        v += ["fast_untiled", "fast_t2", "fast_t4"] if part == "decoder" and detail else ["fast_t4"]
+    if part == "decoder" and detail:
         v.append("fast_nchw")
     if graphs and device.type == "cuda":
         v.append("fast_graph")
@@ -564,7 +574,8 @@ def run_gpu_check(
         preset = cfg.widths[width][0 if kind == "sdt" else 1]
         want_compile = part == "decoder" and (width, dt, res, batch) in compile_set
         graphs = cfg.cuda_graphs and res * res * batch <= _GRAPH_MAX_PIXELS
-        names = _variants(kind, part, device, official is not None, want_compile, graphs)
+        detail = width == next(iter(cfg.widths))
+        names = _variants(kind, part, device, official is not None, want_compile, graphs, detail)
         if cfg.variants is not None:
             names = [v for v in names if v in cfg.variants]
         group = [GpuRow(part, width, kind, preset, v, res, batch, dt) for v in names]
