@@ -170,6 +170,11 @@ def test_cli_live_writes_outputs(http_root: tuple[Path, str], tmp_path: Path) ->
         assert z["frame_000002"].shape == (48, 64) and float(z["fps"]) == pytest.approx(50.0)
     assert (out / "latest.jpg").is_file()
     assert main(["live", str(tmp_path / "nope.mp4"), "-o", str(out), "--model", "sdt_test"]) == 2
+    assert main([*argv, "--smooth", "1.0", "--max-frames", "1", "--overwrite"]) == 2
+    rc = main(
+        [*argv, "--smooth", "0.7", "--max-frames", "2", "--no-realtime", "--save", "latest", "--overwrite"]
+    )
+    assert rc == 0 and json.loads((out / "live.json").read_text())["stats"]["frames_out"] == 2
 
 
 def test_depth_sequence_writers_round_trip(tmp_path: Path) -> None:

@@ -152,6 +152,35 @@ def test_smoothing_averages_agreeing_pixels_only() -> None:
     assert np.all(out.value[30:40, 10:20] > 1.5)
 
 
+def test_noise_reduction_averages_jitter_but_follows_motion_and_keeps_objects() -> None:
+    from anydepth.ops.temporal import reduce_temporal_noise
+
+    rng = np.random.default_rng(5)
+    h, w = 96, 128
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    truth = [0.3 + 0.5 * yy / h + 0.002 * t * xx / w for t in range(30)]  # a smooth change every frame
+    noisy = [x + 0.004 * rng.standard_normal(x.shape) for x in truth]
+    out, prev = [], None
+    for x in noisy:
+        prev = x if prev is None else reduce_temporal_noise(x, prev, 0.7)
+        out.append(prev)
+    err_in = np.mean([np.abs(x - t).mean() for x, t in zip(noisy[10:], truth[10:], strict=True)])
+    err_out = np.mean([np.abs(x - t).mean() for x, t in zip(out[10:], truth[10:], strict=True)])
+    assert err_out < 0.6 * err_in  # jitter averaged ...
+    bias = np.mean([(x - t).mean() for x, t in zip(out[10:], truth[10:], strict=True)])
+    assert abs(bias) < 0.1 * err_in  # ... without lagging behind the smooth change
+    jump_in = np.mean([np.abs(b - a).mean() for a, b in zip(noisy[10:-1], noisy[11:], strict=True)])
+    jump_out = np.mean([np.abs(b - a).mean() for a, b in zip(out[10:-1], out[11:], strict=True)])
+    assert jump_out < 0.5 * jump_in
+    # an object that appears is not blended with what was there before; NaN stays NaN, weight 0 is a no-op
+    cur = noisy[0].copy()
+    cur[40:60, 40:60] = 1.5
+    cur[0, 0] = np.nan
+    res = reduce_temporal_noise(cur, noisy[1], 0.9)
+    assert np.all(res[40:60, 40:60] > 1.45) and np.isnan(res[0, 0])
+    assert np.array_equal(reduce_temporal_noise(cur, noisy[1], 0.0), cur, equal_nan=True)
+
+
 def test_memory_is_bounded_by_the_window() -> None:
     al = TemporalAligner(window=3, fit_size=16)
     frames = align_stream((_scene(96, 128) * (1 + 0.01 * i) for i in range(12)), al)
@@ -162,6 +191,7 @@ def test_memory_is_bounded_by_the_window() -> None:
 
 def test_flicker_benchmark_small_clip() -> None:
     from anydepth.bench.flicker import (
+        FLICKER_METHODS,
         clip_outputs,
         covisible_pairs,
         evaluate_clip,
@@ -179,7 +209,10 @@ def test_flicker_benchmark_small_clip() -> None:
 
     r = run_flicker_benchmark(seeds=(0,), frames=12, size=(48, 64))
     mean = r["mean"]
+    assert set(mean) == set(FLICKER_METHODS)
     assert mean["oracle"]["excess_flicker"] == 0.0
+    assert mean["temporal_smooth"]["flicker"] < mean["temporal"]["flicker"]
+    assert mean["exact_motion_bound"]["flicker"] < mean["per_frame"]["flicker"]
     assert mean["temporal"]["excess_flicker"] < 0.5 * mean["per_frame"]["excess_flicker"]
     assert mean["temporal"]["abs_rel_clip"] < mean["per_frame"]["abs_rel_clip"]
     frames, outputs, _ = clip_outputs(0, frames=6, size=(24, 32))
@@ -228,6 +261,10 @@ def test_infer_video_is_temporally_aligned_and_anchored(tmp_path) -> None:  # ty
         tmp_path / "a" / "clip_frames" / "000000_pred.npy"
     )  # metric disparity (1/m) after the anchor
     assert np.median(np.abs(v0 - disp) / disp) < 0.01
+    assert main(["infer", *base, "--video-smooth", "0.7", "-o", str(tmp_path / "s")]) == 0
+    smoothed = json.loads(next((tmp_path / "s").glob("summary*.json")).read_text())
+    assert smoothed["settings"]["video_smooth"] == 0.7
+    assert main(["infer", *base, "--video-smooth", "1.5", "-o", str(tmp_path / "bad")]) != 0
     assert main(["infer", *base, "--video-align", "per-frame", "-o", str(tmp_path / "p")]) == 0
     index = json.loads((tmp_path / "p" / "clip_frames" / "index.json").read_text())
     assert index["values"] == "per frame" and "scale" not in index["frames"][0]

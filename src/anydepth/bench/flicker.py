@@ -44,7 +44,7 @@ from anydepth.inference import nominal_depth
 from anydepth.ops.alignment import fit_scale_shift
 from anydepth.ops.colormap import apply_colormap
 from anydepth.ops.geometry import project_points, unproject_depth
-from anydepth.ops.temporal import TemporalAligner
+from anydepth.ops.temporal import TemporalAligner, reduce_temporal_noise, robust_fit_scale_shift
 from anydepth.types import DepthSpace
 
 __all__ = [
@@ -60,9 +60,15 @@ __all__ = [
 ]
 
 #: Methods compared by ``run_flicker_benchmark``.
-FLICKER_METHODS: tuple[str, ...] = ("per_frame", "temporal", "temporal_smooth", "oracle")
-#: ``smooth`` of the ``temporal_smooth`` method (``TemporalAligner``'s per-pixel average of agreeing pixels).
-SMOOTH = 0.5
+FLICKER_METHODS: tuple[str, ...] = (
+    "per_frame",
+    "temporal",
+    "temporal_smooth",
+    "exact_motion_bound",
+    "oracle",
+)
+#: ``smooth`` of the ``temporal_smooth`` and ``exact_motion_bound`` methods (temporal noise reduction weight).
+SMOOTH = 0.7
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,32 @@ def _temporal(values: list[np.ndarray], **kwargs: float) -> list[np.ndarray]:
     return [al.update(v).value for v in values]
 
 
+def _exact_motion(
+    values: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], smooth: float
+) -> list[np.ndarray]:
+    """The ``exact_motion_bound`` method: what per-frame affine alignment plus temporal noise reduction could reach
+    with perfect motion compensation. Each frame is fitted (the aligner's robust symmetric fit, its default
+    tolerances) to the previous output moved onto this frame's pixels along the exact correspondences of
+    ``covisible_pairs``, and ``reduce_temporal_noise`` runs against that moved output. Not a method a video can
+    use (it needs the exact depth and poses): a bound on what better motion handling could add."""
+    first = TemporalAligner(DepthSpace.DISPARITY_AFFINE_INVARIANT).update(values[0]).value
+    prev = first.astype(np.float64)
+    outs = [first]
+    for v, (i0, i1, _) in zip(values[1:], pairs, strict=True):
+        x = v.astype(np.float64)
+        flat = np.full(x.size, np.nan)
+        flat[i1] = prev.reshape(-1)[i0]
+        moved = flat.reshape(x.shape)
+        mask = (np.isfinite(moved) & np.isfinite(x)).ravel()
+        lo, hi = np.percentile(moved.ravel()[mask], (2.0, 98.0))
+        s, c, _ = robust_fit_scale_shift(
+            x.ravel(), moved.ravel(), mask, symmetric=True, max_residual=0.1 * float(hi - lo)
+        )
+        prev = reduce_temporal_noise(s * x + c, moved, smooth)
+        outs.append(prev.astype(np.float32))
+    return outs
+
+
 def clip_outputs(
     seed: int,
     *,
@@ -293,6 +325,7 @@ def clip_outputs(
     outputs = {"per_frame": _per_frame(values), "temporal": _temporal(values, **(aligner or {}))}
     ms = 1000.0 * (time.perf_counter() - t0) / (2 * frames)
     outputs["temporal_smooth"] = _temporal(values, **{**(aligner or {}), "smooth": SMOOTH})
+    outputs["exact_motion_bound"] = _exact_motion(values, covisible_pairs(frames_), SMOOTH)
     pert = {**(perturbation or {}), "scale_sigma": 0.0, "shift_sigma": 0.0}
     outputs["oracle"] = simulate_predictions(disp, seed=seed, **pert)  # same noise draws, no per-frame affine
     return frames_, outputs, ms

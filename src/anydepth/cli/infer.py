@@ -98,6 +98,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--video-align", default="temporal", choices=["temporal", "per-frame"],
                    help="temporal: align each frame's scale/shift to the previous frames (stable values, see "
                    "docs/video.md; --align-to anchors frame 0 metrically); per-frame: each frame on its own")  # fmt: skip
+    g.add_argument("--video-smooth", type=float, default=0.0, metavar="W",
+                   help="temporal noise reduction of aligned videos in [0, 1) (default 0 = off; 0.7 in "
+                   "docs/video.md's benchmark): averages per-pixel jitter over frames, not motion")  # fmt: skip
     g.add_argument("--video-ema", type=float, default=0.9, metavar="M",
                    help="EMA momentum of the colour range across frames (default 0.9; 0 = per frame)")  # fmt: skip
     g.add_argument("--frame-stride", type=int, default=1, metavar="N", help="process every N-th frame")
@@ -478,6 +481,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--frame-stride must be >= 1, got {args.frame_stride}")
     if not 0.0 <= args.video_ema < 1.0:
         raise ValueError(f"--video-ema must be in [0, 1), got {args.video_ema}")
+    if not 0.0 <= args.video_smooth < 1.0:
+        raise ValueError(f"--video-smooth must be in [0, 1), got {args.video_smooth}")
     near, far = args.nominal_range
     if not 0 < near < far:
         raise ValueError(f"--nominal-range needs 0 < NEAR < FAR, got {near} {far}")
@@ -681,6 +686,7 @@ def _finish(state: _Run, plan: _Plan, t_start: float, started: str) -> int:
             "edge_threshold": args.edge_threshold,
             "ply_stride": args.ply_stride,
             "video_ema": args.video_ema,
+            "video_smooth": args.video_smooth,
             "video_align": args.video_align,
             "frame_stride": args.frame_stride,
             "max_frames": args.max_frames,
@@ -889,7 +895,11 @@ def _run_video(
         expected = min(expected, args.max_frames)
     color_tracker = RangeTracker(args.video_ema)
     value_tracker = RangeTracker(args.video_ema)
-    aligner = TemporalAligner(runner.output_space) if args.video_align == "temporal" else None
+    aligner = (
+        TemporalAligner(runner.output_space, smooth=args.video_smooth)
+        if args.video_align == "temporal"
+        else None
+    )
     anchor = None
     if aligner is not None and args.align_to:
         ap = Path(args.align_to)

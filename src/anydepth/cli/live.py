@@ -56,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="give up after N failed reconnections in a row (default: never)")  # fmt: skip
     g = p.add_argument_group("outputs")
     g.add_argument("--per-frame", action="store_true", help="per-frame normalisation instead of alignment")
+    g.add_argument("--smooth", type=float, default=0.0, metavar="W",
+                   help="temporal noise reduction in [0, 1) on top of alignment (default 0 = off)")  # fmt: skip
     g.add_argument("--save", default="video,latest", metavar="KINDS",
                    help="comma list of video, latest, png16, npz (default video,latest)")  # fmt: skip
     g.add_argument("--fps", type=float, metavar="F", help="frame rate of the written video (default: source)")
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--save: unknown kind(s) {bad or args.save!r}; choose from {', '.join(_KINDS)}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not 0.0 <= args.smooth < 1.0:
+        raise ValueError(f"--smooth must be in [0, 1), got {args.smooth}")
     source = parse_source(args.source)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --checkpoint FILE (or --model PRESET for a random-weight smoke test)")
     runner = build_runner(args).runner
     space = runner.output_space
-    colorizer = DepthColorizer(runner, resolution=args.size, colormap=args.colormap, align=not args.per_frame)
+    colorizer = DepthColorizer(
+        runner, resolution=args.size, colormap=args.colormap, align=not args.per_frame, smooth=args.smooth
+    )
     slot = LatestFrame()
     reader = FrameReader(
         source,

@@ -47,15 +47,22 @@ class DepthColorizer:
     Args:
         runner: the model runner. resolution: processing size string. colormap: colour map name.
         align: temporal alignment (else per-frame colour range).
+        smooth: the aligner's temporal noise reduction in [0, 1) (``TemporalAligner(smooth=...)``; 0 = off).
     """
 
     def __init__(
-        self, runner: Runner, *, resolution: str = "384", colormap: str = "turbo", align: bool = True
+        self,
+        runner: Runner,
+        *,
+        resolution: str = "384",
+        colormap: str = "turbo",
+        align: bool = True,
+        smooth: float = 0.0,
     ):
         self.runner = runner
         self.resolution = resolution
         self.colormap = colormap
-        self.aligner = TemporalAligner(runner.output_space) if align else None
+        self.aligner = TemporalAligner(runner.output_space, smooth=smooth) if align else None
         self.colors = RangeTracker(0.95 if align else 0.0)
 
     def process(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,12 @@ Method, per frame ``t`` (all fits on a small grid of at most ``fit_size`` pixels
    reference restarts from this frame, matched to the previous output's robust range so colours stay stable.
 5. Optional ``renorm`` in [0, 1): pulls each frame's parameters a little towards per-frame normalisation
    (geometric blend), which bounds slow drift at the cost of a little flicker (0 = off; default 0.05).
+6. Optional ``smooth`` in [0, 1) (temporal noise reduction, 0 = off): the change of each pixel since the previous
+   output is split into its local mean over a window of ~1/24 of the frame (camera motion, global changes) and
+   the fine-scale rest; where the rest is within ``inlier_k`` robust standard deviations (1.4826 * MAD over the
+   frame) it is attenuated by ``smooth``, elsewhere (moving edges and objects) the frame is left as predicted.
+   Independent per-pixel jitter is thus averaged over time (a recursive filter: about ``(1 + smooth) / (1 -
+   smooth)`` frames) without lagging behind smooth motion.
 
 Metric anchoring: ``update(value, anchor_depth=...)`` with metric depth (metres; sparse allowed, 0 = none) for one
 or a few frames fits a global scale and shift ``G`` from the clip's units to the anchor space (metric disparity
@@ -49,7 +55,13 @@ import torch.nn.functional as F
 
 from anydepth.types import DepthSpace
 
-__all__ = ["AlignedFrame", "TemporalAligner", "align_stream", "robust_fit_scale_shift"]
+__all__ = [
+    "AlignedFrame",
+    "TemporalAligner",
+    "align_stream",
+    "reduce_temporal_noise",
+    "robust_fit_scale_shift",
+]
 
 _MAD_TO_STD = 1.4826
 
@@ -61,7 +73,8 @@ class AlignedFrame:
     Attributes:
         value: ``[H, W]`` float32 aligned prediction in the model's output space (clip units, or metric disparity /
             depth when ``metric``); NaN where the input was not finite or not valid.
-        scale, shift: the affine map applied to the raw prediction (``value = scale * raw + shift``).
+        scale, shift: the affine map applied to the raw prediction (``value = scale * raw + shift``, exactly when
+            ``smooth`` is 0; the noise reduction then moves pixels by a small fine-scale correction).
         inliers: fraction of fit pixels that agreed with the reference (1.0 on the first frame).
         restarted: the reference was (re)started at this frame (first frame or scene cut).
         metric: ``value`` is in metric units (an anchor has been seen).
@@ -170,9 +183,11 @@ class TemporalAligner:
         init_range: values the first frame's ``percentiles`` are mapped to (clip units).
         percentiles: robust range (percent) used to initialise and to restart the reference.
         renorm: weight in [0, 1) of per-frame normalisation blended into each frame's parameters (drift bound).
-        smooth: weight in [0, 1) of the previous output in a per-pixel average, applied only where the two agree
-            within ``agree_tol`` of the reference's range (0 = off; reduces per-pixel noise of static parts,
-            keeps one full-resolution map in memory).
+        smooth: weight in [0, 1) of temporal noise reduction (0 = off): the fine-scale part of each pixel's change
+            since the previous output (the change minus its local mean) is attenuated by this factor where it is
+            within ``inlier_k`` robust standard deviations of that frame's fine-scale changes, so independent
+            per-pixel jitter is averaged over time while smooth changes (camera motion) pass unchanged and large
+            ones (moving edges, objects) are left alone. Keeps one full-resolution map in memory.
     """
 
     def __init__(
@@ -317,11 +332,7 @@ class TemporalAligner:
             self._last_range = (-rng[1] / rng[0], (1.0 - rng[1]) / rng[0])
         out = s * v + c
         if self.smooth > 0:
-            if self._prev is not None and not restarted and self._last_range is not None:
-                tol = self.agree_tol * (self._last_range[1] - self._last_range[0])
-                agree = np.abs(out - self._prev) <= tol
-                out = np.where(agree, (1.0 - self.smooth) * out + self.smooth * self._prev, out)
-            self._prev = out
+            out = self._denoise(out, restarted)
         if anchor_depth is not None:
             self._add_anchor(out, anchor_depth)
         if self._global is not None:
@@ -339,6 +350,13 @@ class TemporalAligner:
         )
         self._index += 1
         return frame
+
+    def _denoise(self, out: np.ndarray, restarted: bool) -> np.ndarray:
+        """Temporal noise reduction of the aligned frame ``out`` against the previous output (``smooth``)."""
+        if self._prev is not None and not restarted and self._prev.shape == out.shape:
+            out = reduce_temporal_noise(out, self._prev, self.smooth, inlier_k=self.inlier_k)
+        self._prev = out
+        return out
 
     def _blend(self, params: tuple[float, float], small: np.ndarray) -> tuple[float, float]:
         """Pull ``(s, c)`` towards the per-frame normalisation onto ``init_range`` (geometric in the scale)."""
@@ -386,6 +404,59 @@ class TemporalAligner:
                 f"anchor fit gave a non-positive scale {gs:.4g} (anchor inconsistent with the video?)"
             )
         self._global = (float(gs), float((sy - gs * sx) / n))
+
+
+def reduce_temporal_noise(
+    current: np.ndarray, previous: np.ndarray, weight: float, *, inlier_k: float = 3.0
+) -> np.ndarray:
+    """Attenuate the fine-scale, noise-sized part of each pixel's change between two aligned frames.
+
+    The change ``current - previous`` is split into its local mean over a square window of side ~1/24 of the
+    frame (camera motion and global changes pass through) and the fine-scale rest; where the rest is within
+    ``inlier_k`` robust standard deviations (1.4826 * MAD over the frame) it is scaled by ``1 - weight``,
+    elsewhere (moving edges and objects) ``current`` is kept. Applied recursively (``previous`` = the last output)
+    this is a temporal average of independent per-pixel jitter over about ``(1 + weight) / (1 - weight)`` frames.
+
+    Args:
+        current, previous: ``[H, W]`` aligned maps in one space and one pixel grid (NaN = no data).
+        weight: attenuation in [0, 1) (0 returns ``current``).
+        inlier_k: gate in robust standard deviations.
+
+    Returns:
+        ``[H, W]`` float64 map.
+    """
+    out = np.asarray(current, dtype=np.float64)
+    change = out - np.asarray(previous, dtype=np.float64)
+    radius = max(1, round(max(out.shape) / 48))
+    quiet = np.isfinite(change)
+    for _ in range(2):  # the second pass leaves the large changes (moving objects) out of the local mean
+        fine = change - _box_mean(np.where(quiet, change, np.nan), radius)
+        ok = np.isfinite(fine)
+        step = max(1, int(math.sqrt(fine.size / 65536)))  # the robust scale from at most ~64k pixels
+        sample = np.abs(fine[::step, ::step][ok[::step, ::step]])
+        sigma = _MAD_TO_STD * float(np.median(sample)) if sample.size else 0.0
+        if not (weight > 0 and sigma > 0):
+            return out
+        quiet = ok & (np.abs(fine) <= inlier_k * sigma)
+    return np.where(quiet, out - weight * fine, out)
+
+
+def _box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """NaN-aware mean of ``x`` [H, W] over a ``(2 radius + 1)``-pixel square window (cumulative sums: O(H W) for any
+    radius; the window is clipped at the borders)."""
+    ok = np.isfinite(x)
+    out = []
+    for a in (np.where(ok, x, 0.0), ok.astype(np.float64)):
+        for axis in (0, 1):
+            n = a.shape[axis]
+            c = np.cumsum(a, axis=axis)
+            c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+            hi = np.minimum(np.arange(n) + radius + 1, n)
+            lo = np.maximum(np.arange(n) - radius, 0)
+            a = np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)
+        out.append(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(out[1] > 0, out[0] / out[1], np.nan)
 
 
 def _nanmedian0(stack: np.ndarray) -> np.ndarray:
