@@ -120,6 +120,25 @@ def test_compare_and_write(tiny_runner, tmp_path: Path) -> None:  # type: ignore
         write_comparison(comp, tmp_path / "fig")
 
 
+def test_quality_without_planar_windows_is_strict_json(tiny_runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Sparse ground truth (every 5th pixel, like LiDAR) has no planar window: the measures are null in
+    quality.json (strict JSON, no NaN token) and "n/a" in quality.md."""
+    from anydepth.vis.figure import FigureSample, compare_models, write_comparison
+
+    s = _samples()[0]
+    assert s.depth is not None
+    sparse = np.zeros_like(s.depth, dtype=bool)
+    sparse[::5, ::5] = True
+    sample = FigureSample("sparse", s.rgb, np.where(sparse, s.depth, 0.0), sparse, s.intrinsics)
+    comp = compare_models({"a": tiny_runner}, [sample], resolution="native")
+    write_comparison(comp, tmp_path / "fig")
+    text = (tmp_path / "fig" / "quality.json").read_text()
+    rows = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert rows[0]["planar_windows"] == 0 and rows[0]["plane_residual"] is None
+    assert rows[0]["normal_noise_deg"] is None and rows[0]["abs_rel"] > 0
+    assert "n/a" in (tmp_path / "fig" / "quality.md").read_text()
+
+
 def test_cli_figure_on_a_folder(tmp_path: Path) -> None:
     from anydepth.cli.main import main
     from anydepth.data.io import write_image

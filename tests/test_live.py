@@ -146,7 +146,9 @@ def test_stop_event_ends_cleanly(http_root: tuple[Path, str]) -> None:
     assert not reader.is_alive() and stats.frames_out >= 1
 
 
-def test_cli_live_writes_outputs(http_root: tuple[Path, str], tmp_path: Path) -> None:
+def test_cli_live_writes_outputs(
+    http_root: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from anydepth.cli.main import main
 
     root, base = http_root
@@ -157,6 +159,7 @@ def test_cli_live_writes_outputs(http_root: tuple[Path, str], tmp_path: Path) ->
         [*argv, "--device", "cpu", "--max-frames", "3", "--save", "video,latest,png16,npz", "--no-realtime"]
     )
     assert rc == 0
+    assert "anydepth live: 3 frames" in capsys.readouterr().out  # the one-line summary on stdout
     summary = json.loads((out / "live.json").read_text())
     assert summary["stats"]["frames_out"] == 3 and summary["temporal_alignment"] is True
     info = av.open(str(out / "depth.mp4"))

@@ -12,7 +12,6 @@ files are finalised.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import threading
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from anydepth.atomic import atomic_path
+    from anydepth.atomic import write_json
     from anydepth.data.io import write_image
     from anydepth.data.video import DepthSequenceWriter, VideoWriter
     from anydepth.live import FrameReader, LatestFrame, LiveStats, parse_source, run_live
@@ -163,11 +162,16 @@ def run(args: argparse.Namespace) -> int:
         "stats": stats.as_dict(),
         "outputs": sorted(p.name for p in out.iterdir()),
     }
-    with atomic_path(out / "live.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_json(out / "live.json", summary, overwrite=True, nonfinite="null", indent=1)
     if stats.frames_out == 0:
         print(
             f"anydepth live: no frames from {source.spec} ({reader.error or 'empty stream'})", file=sys.stderr
         )
         return 1
+    d = stats.as_dict()
+    print(
+        f"anydepth live: {int(d['frames_out'])} frames ({int(d['dropped'])} dropped, {int(d['reconnects'])} "
+        f"reconnects) at {d['fps']:.1f} fps, latency {d['latency_ms']:.0f} ms"
+        f"{' (interrupted)' if interrupted else ''} -> {out}"
+    )
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from anydepth.atomic import atomic_path
+from anydepth.atomic import atomic_path, write_json
 from anydepth.extras import require
 
 __all__ = [
@@ -379,8 +379,6 @@ class DepthSequenceWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        import json
-
         if self.fmt == "npz":
             try:
                 if exc_type is None:
@@ -402,8 +400,7 @@ class DepthSequenceWriter:
             "invalid_is_zero": True,
             "ranges": self._ranges,
         }
-        with atomic_path(self.path / "index.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(index) + "\n", encoding="utf-8")
+        write_json(self.path / "index.json", index, overwrite=True, indent=None)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

@@ -17,7 +17,6 @@ Quality (images with ground truth only): AbsRel of the aligned depth, and ``ops.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -378,10 +377,15 @@ def _quality_plot(rows: list[dict[str, Any]], models: list[str], path: Path, ove
     plt.close(fig)
 
 
+def _cell(x: float, digits: int) -> str:
+    """A table cell: ``x`` with ``digits`` decimals, or ``n/a`` where there is no value (NaN)."""
+    return f"{x:.{digits}f}" if np.isfinite(x) else "n/a"
+
+
 def write_comparison(comp: Comparison, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write ``figure.png``, ``pointclouds.png``, ``ply/<image>_<model>.ply`` and, when some image has GT,
     ``quality.json``, ``quality.md`` and ``quality.png`` under ``out_dir``. Returns a summary dict."""
-    from anydepth.atomic import atomic_path
+    from anydepth.atomic import atomic_path, write_json
     from anydepth.data.pointcloud import write_ply
 
     out = Path(out_dir)
@@ -403,14 +407,14 @@ def write_comparison(comp: Comparison, out_dir: str | Path, *, overwrite: bool =
     rows = _quality_rows(comp)
     if rows:
         summary["quality"] = rows
-        with atomic_path(out / "quality.json", overwrite=overwrite) as tmp:
-            tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        # strict JSON: a measure with no data (e.g. no planar window in sparse ground truth) is null, not NaN
+        write_json(out / "quality.json", rows, overwrite=overwrite, nonfinite="null", indent=1)
         lines = ["| image | model | AbsRel | plane residual | normal deviation (deg) | planar windows |",
                  "|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
             lines.append(
-                f"| {r['image']} | {r['model']} | {r['abs_rel']:.4f} | {r['plane_residual']:.4f} | "
-                f"{r['normal_noise_deg']:.2f} | {int(r['planar_windows'])} |"
+                f"| {r['image']} | {r['model']} | {_cell(r['abs_rel'], 4)} | {_cell(r['plane_residual'], 4)} | "
+                f"{_cell(r['normal_noise_deg'], 2)} | {int(r['planar_windows'])} |"
             )
         with atomic_path(out / "quality.md", overwrite=overwrite) as tmp:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
