@@ -174,6 +174,7 @@ def test_cli_live_writes_outputs(
     assert (out / "latest.jpg").is_file()
     assert main(["live", str(tmp_path / "nope.mp4"), "-o", str(out), "--model", "sdt_test"]) == 2
     assert main([*argv, "--smooth", "1.0", "--max-frames", "1", "--overwrite"]) == 2
+    assert main([*argv, "--smooth", "0.5", "--per-frame", "--max-frames", "1", "--overwrite"]) == 2
     rc = main(
         [*argv, "--smooth", "0.7", "--max-frames", "2", "--no-realtime", "--save", "latest", "--overwrite"]
     )

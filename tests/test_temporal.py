@@ -265,6 +265,8 @@ def test_infer_video_is_temporally_aligned_and_anchored(tmp_path) -> None:  # ty
     smoothed = json.loads(next((tmp_path / "s").glob("summary*.json")).read_text())
     assert smoothed["settings"]["video_smooth"] == 0.7
     assert main(["infer", *base, "--video-smooth", "1.5", "-o", str(tmp_path / "bad")]) != 0
+    per_frame_smooth = ["--video-smooth", "0.5", "--video-align", "per-frame"]  # smoothing needs alignment
+    assert main(["infer", *base, *per_frame_smooth, "-o", str(tmp_path / "bad2")]) == 2
     assert main(["infer", *base, "--video-align", "per-frame", "-o", str(tmp_path / "p")]) == 0
     index = json.loads((tmp_path / "p" / "clip_frames" / "index.json").read_text())
     assert index["values"] == "per frame" and "scale" not in index["frames"][0]

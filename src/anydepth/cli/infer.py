@@ -483,6 +483,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--video-ema must be in [0, 1), got {args.video_ema}")
     if not 0.0 <= args.video_smooth < 1.0:
         raise ValueError(f"--video-smooth must be in [0, 1), got {args.video_smooth}")
+    if args.video_smooth > 0 and args.video_align != "temporal":
+        raise ValueError(
+            "--video-smooth works on aligned frames; it needs --video-align temporal (the default)"
+        )
     near, far = args.nominal_range
     if not 0 < near < far:
         raise ValueError(f"--nominal-range needs 0 < NEAR < FAR, got {near} {far}")

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if not 0.0 <= args.smooth < 1.0:
         raise ValueError(f"--smooth must be in [0, 1), got {args.smooth}")
+    if args.smooth > 0 and args.per_frame:
+        raise ValueError("--smooth works on aligned frames; it cannot be combined with --per-frame")
     source = parse_source(args.source)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
