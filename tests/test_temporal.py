@@ -261,6 +261,33 @@ def test_infer_video_is_temporally_aligned_and_anchored(tmp_path) -> None:  # ty
         tmp_path / "a" / "clip_frames" / "000000_pred.npy"
     )  # metric disparity (1/m) after the anchor
     assert np.median(np.abs(v0 - disp) / disp) < 0.01
+    # several anchors: refs/clip/<frame>.<ext>, here frames 2 and 3 (the same affine map of the clip units)
+    refs = tmp_path / "refs" / "clip"
+    refs.mkdir(parents=True)
+    lo, span = clip_units.min(), np.ptp(clip_units)
+    later = {
+        i: np.load(tmp_path / "t" / "clip_frames" / f"{i:06d}_pred.npy").astype(np.float64) for i in (2, 3)
+    }
+    metric = {i: 2.0 * (u - lo) / span + 0.2 for i, u in later.items()}
+    write_png16(refs / "000002.png", np.round(1000.0 / np.clip(metric[2], 0.2, None)).astype(np.uint16))
+    np.save(refs / "3.npy", (1.0 / np.clip(metric[3], 0.2, None)).astype(np.float32) * 1000.0)
+    multi = ["--align-to", str(tmp_path / "refs"), "--align-scale", "1000"]
+    assert main(["infer", *base, *multi, "-o", str(tmp_path / "m")]) == 0
+    rec = json.loads(next((tmp_path / "m").glob("summary*.json")).read_text())["inputs"][0]
+    assert "metric anchor on frames 2, 3" in rec["normalisation"] and set(rec["reference"]) == {"2", "3"}
+    frames = json.loads((tmp_path / "m" / "clip_frames" / "index.json").read_text())["frames"]
+    assert [f["metric"] for f in frames] == [False, False, True, True, True]
+    assert [f["anchor"] for f in frames] == [False, False, True, True, False]
+    v2 = np.load(tmp_path / "m" / "clip_frames" / "000002_pred.npy")
+    ok = metric[2] > 0.2
+    assert np.median(np.abs(v2[ok] - metric[2][ok]) / metric[2][ok]) < 0.01
+    np.save(refs / "000099.npy", np.ones((48, 64), np.float32))  # beyond the clip: a warning, not a failure
+    assert main(["infer", *base, *multi, "-o", str(tmp_path / "m2")]) == 0
+    rec = json.loads(next((tmp_path / "m2").glob("summary*.json")).read_text())["inputs"][0]
+    assert "[99] not used" in rec["warning"]
+    (refs / "first.png").write_bytes((refs / "000002.png").read_bytes())  # not a frame index: the video fails
+    assert main(["infer", *base, *multi, "-o", str(tmp_path / "m3")]) == 1
+    assert not (tmp_path / "m3" / "clip_frames").exists()  # refused before any output
     assert main(["infer", *base, "--video-smooth", "0.7", "-o", str(tmp_path / "s")]) == 0
     smoothed = json.loads(next((tmp_path / "s").glob("summary*.json")).read_text())
     assert smoothed["settings"]["video_smooth"] == 0.7

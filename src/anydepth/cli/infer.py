@@ -82,7 +82,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--default-fov", type=float, default=60.0, metavar="DEG",
                    help="horizontal FOV when no intrinsics, --fov or EXIF focal length (default 60)")  # fmt: skip
     g.add_argument("--align-to", metavar="PATH",
-                   help="metric reference depth (file for one image, or a directory of <name>.<ext>)")  # fmt: skip
+                   help="metric reference depth (file for one image or video, or a directory of <name>.<ext>; "
+                   "for a video also <name>/<frame>.<ext> to anchor several frames)")  # fmt: skip
     g.add_argument("--align-scale", type=float, metavar="S",
                    help="reference PNG value / S = metres (1000 for mm, 256 for KITTI, 5000 for TUM)")  # fmt: skip
     g.add_argument("--nominal-range", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
@@ -97,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("video")
     g.add_argument("--video-align", default="temporal", choices=["temporal", "per-frame"],
                    help="temporal: align each frame's scale/shift to the previous frames (stable values, see "
-                   "docs/video.md; --align-to anchors frame 0 metrically); per-frame: each frame on its own")  # fmt: skip
+                   "docs/video.md; --align-to anchors frame 0 or the frames it names metrically); per-frame: each frame on its own")  # fmt: skip
     g.add_argument("--video-smooth", type=float, default=0.0, metavar="W",
                    help="temporal noise reduction of aligned videos in [0, 1) (default 0 = off; 0.7 in "
                    "docs/video.md's benchmark): averages per-pixel jitter over frames, not motion")  # fmt: skip
@@ -231,6 +232,48 @@ def _find_reference(ref_dir: Path, rel: Any) -> Path:
     raise FileNotFoundError(
         f"no reference depth for this input (looked for {base}{{{','.join(DEPTH_EXTENSIONS)}}})"
     )
+
+
+def _frame_list(frames: list[int]) -> str:
+    """``frame 0`` or ``frames 0, 240``."""
+    return f"frames {', '.join(str(i) for i in frames)}" if len(frames) > 1 else f"frame {frames[0]}"
+
+
+def _video_anchor_files(align_to: Path, rel: Any) -> dict[int, Path]:
+    """Reference depth files of one video, by output frame index (``--align-to``).
+
+    ``align_to`` a file: it anchors frame 0. A directory: ``<align_to>/<rel>.<ext>`` anchors frame 0, else the
+    directory ``<align_to>/<rel>/`` holds one file per anchored frame, named by the frame's index in the output
+    names (``000240.png`` or ``240.npy``; the source frame number when ``--frame-stride`` is 1).
+    """
+    from anydepth.data.io import DEPTH_EXTENSIONS
+
+    if align_to.is_file():
+        return {0: align_to}
+    frames_dir = align_to / Path(str(rel))
+    try:
+        return {0: _find_reference(align_to, rel)}
+    except FileNotFoundError:
+        if not frames_dir.is_dir():
+            raise FileNotFoundError(
+                f"no reference depth for this video: looked for {frames_dir}{{{','.join(DEPTH_EXTENSIONS)}}} "
+                f"(frame 0) and for a directory {frames_dir}/ of per-frame references (<frame>.png)"
+            ) from None
+    found: dict[int, Path] = {}
+    for f in sorted(frames_dir.iterdir()):
+        if f.suffix.lower() not in DEPTH_EXTENSIONS or not f.is_file():
+            continue
+        if not f.stem.isdigit():
+            raise ValueError(f"{f}: a per-frame reference must be named by its frame index (e.g. 000240.png)")
+        i = int(f.stem)
+        if i in found:
+            raise ValueError(f"{f} and {found[i]} both name frame {i}")
+        found[i] = f
+    if not found:
+        raise FileNotFoundError(
+            f"{frames_dir}/ has no reference depth files ({', '.join(DEPTH_EXTENSIONS)}) named by frame index"
+        )
+    return found
 
 
 def _write_ply_for(
@@ -904,12 +947,11 @@ def _run_video(
         if args.video_align == "temporal"
         else None
     )
-    anchor = None
+    anchors: dict[int, np.ndarray] = {}  # output frame index -> metric depth (all read before any output)
     if aligner is not None and args.align_to:
-        ap = Path(args.align_to)
-        ref_file = ap if ap.is_file() else _find_reference(ap, it.rel)
-        anchor = read_depth(ref_file, scale=args.align_scale)  # metric depth of the first processed frame
-        rec["reference"] = str(ref_file)
+        files = _video_anchor_files(Path(args.align_to), it.rel)
+        anchors = {i: read_depth(f, scale=args.align_scale) for i, f in files.items()}
+        rec["reference"] = str(files[0]) if list(files) == [0] else {str(i): str(f) for i, f in files.items()}
     frame_records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     bar = tqdm(total=expected, unit="frame", desc=it.path.name, disable=args.quiet, file=sys.stderr)
@@ -928,10 +970,15 @@ def _run_video(
             frec: dict[str, Any] = {"frame": i}
             _check_finite(state, pred.value, frec, f"frame {i}: ")
             if aligner is not None:
-                al = aligner.update(pred.value, anchor_depth=anchor if i == 0 else None)
+                al = aligner.update(pred.value, anchor_depth=anchors.get(i))
                 pred.value = al.value
                 frec.update(
-                    scale=al.scale, shift=al.shift, inliers=round(al.inliers, 4), restarted=al.restarted
+                    scale=al.scale,
+                    shift=al.shift,
+                    inliers=round(al.inliers, 4),
+                    restarted=al.restarted,
+                    metric=al.metric,
+                    anchor=i in anchors,
                 )
                 if al.metric and pred.space.is_disparity:
                     with np.errstate(divide="ignore"):
@@ -975,6 +1022,13 @@ def _run_video(
     bar.close()
     if not frame_records:
         raise ValueError("the video has no decodable frames")
+    used = sorted(i for i in anchors if i < len(frame_records))
+    if len(used) < len(anchors):
+        unused = sorted(set(anchors) - set(used))
+        rec["warning"] = (
+            f"reference depth for frame(s) {unused} not used: the video has {len(frame_records)} frames"
+        )
+        log.warning("%s: %s", it.path, rec["warning"])
     if "index" in outs:
         index = {
             "source": str(it.path),
@@ -998,7 +1052,7 @@ def _run_video(
         frame_hw=[h, w],
         rotation=info.rotation,
         normalisation=(
-            "temporal alignment (ops.temporal)" + (", metric anchor on frame 0" if anchor is not None else "")
+            "temporal alignment (ops.temporal)" + (f", metric anchor on {_frame_list(used)}" if used else "")
             if aligner is not None
             else "per frame"
         )
