@@ -7,8 +7,8 @@ adds it; any FastAPI app can). Routes:
   sends it as JPEG to ``POST /v1/live/frame``, shows the returned colour depth, and only then grabs the next frame
   (one request in flight: the newest frame always wins, nothing queues). It shows FPS, round-trip latency and the
   server's processing time. "Server stream" shows ``/v1/live/stream.mjpg`` when the server runs a ``LiveSession``.
-* ``POST /v1/live/frame?session=ID``: body = one JPEG/PNG frame (at most ``max_frame_bytes``, ``max_pixels``);
-  answers ``image/jpeg`` (colour depth, temporally aligned per ``session``; at most ``max_sessions`` sessions are
+* ``POST /v1/live/frame?session_id=ID``: body = one JPEG/PNG frame (at most ``max_frame_bytes``, ``max_pixels``);
+  answers ``image/jpeg`` (colour depth, temporally aligned per ``session_id``; at most ``max_sessions`` sessions are
   kept, least recently used first out) with ``X-Process-Ms``. If the model is busy with another frame the answer
   is 429 (the frame is dropped: the client sends its next, newer frame).
 * ``GET /v1/live/stats``: sessions, the server stream's statistics (frames in/out, dropped, FPS, latency).
