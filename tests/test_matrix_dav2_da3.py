@@ -320,11 +320,11 @@ def test_da3_rope_positions_unchanged_by_the_export_friendly_form() -> None:
     rows = torch.arange(h).repeat_interleave(w)
     cols = torch.arange(w).repeat(h)
     pos = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.stack([rows, cols], -1) + 1])
-    from anydepth.models.encoders.da3 import rope2d_tables
+    from anydepth.models.encoders.da3 import rope2d_angles
 
-    want = rope2d_tables(pos, enc.config.embed_dim // enc.config.num_heads, enc.config.rope_freq)
+    want = rope2d_angles(pos, enc.config.embed_dim // enc.config.num_heads, enc.config.rope_freq)
     got = enc._rope(h, w, torch.device("cpu"), frame=True)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got, want)
 
 
 def test_da3_anyview_encoder_matches_original() -> None:

@@ -5,10 +5,14 @@ Examples::
   anydepth export --checkpoint ckpt.safetensors --encoder-weights dinov3_vits16.pth -o anydepth_s.onnx
   anydepth export --model sdt_test -o /tmp/sdt_test.onnx                  # random weights (smoke test)
   anydepth export --checkpoint ckpt.safetensors -o anydepth_s_fp16.onnx --fp16
+  anydepth export --checkpoint ckpt.safetensors -o anydepth_512.onnx --static --size 512x512   # for TensorRT
 
 The graph maps ``image`` float32 [B,3,H,W] RGB in [0, 1] (H, W multiples of the patch size) to ``depth``
 float32 [B,1,H,W]; it is verified with onnxruntime at two sizes other than the export size before it is
-written. Run it with ``anydepth infer --backend onnxruntime --onnx FILE``.
+written. ``--static`` fixes the shape to ``--batch`` x 3 x ``--size`` instead (size-only computations folded into
+constants; what a one-profile TensorRT engine wants). Every export is checked against the TensorRT 10 ONNX
+parser's documented operator support; findings are reported (``tensorrt`` in the printed report) and logged.
+Run it with ``anydepth infer --backend onnxruntime --onnx FILE``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="HxW",
         help="example input size for export (default 4x4 patches); graph stays dynamic",
     )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="fixed input shape --batch x 3 x --size (TensorRT one-profile engines; needed for VGGT models)",
+    )
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch of a --static export (default 1)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--tolerance", type=float, help="max abs diff allowed (default 1e-4 fp32, 5e-2 fp16)")
     p.add_argument("--threads", type=int, help="onnxruntime threads for the verification")
@@ -73,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     import anydepth
     from anydepth.export.onnx import export_onnx
 
+    if args.static and not args.size:
+        raise ValueError("--static needs --size HxW: the one input size of the exported graph")
+    if args.batch != 1 and not args.static:
+        raise ValueError("--batch applies to --static exports only (a dynamic export takes any batch)")
     if args.checkpoint:
         model = anydepth.load_model(args.checkpoint, encoder_weights=args.encoder_weights)
     else:
@@ -89,7 +103,18 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         overwrite=args.overwrite,
         threads=args.threads,
+        static=args.static,
+        batch_size=args.batch,
     )
+    errors = [t for t in report.tensorrt if t.startswith("error")]
+    if errors:
+        log.warning(
+            "%s: TensorRT 10's ONNX parser documents %d unsupported construct(s), e.g. %s%s",
+            report.path,
+            len(errors),
+            errors[0],
+            "" if args.static else "; a --static export folds size-dependent operators",
+        )
     if not args.quiet:
         print(json_text(report.to_dict(), nonfinite="null", indent=2))
     return 0

@@ -14,6 +14,13 @@ Metadata stored in the file (``metadata_props``): ``anydepth.patch_size``, ``any
 ``fp16=True`` exports the model with float16 weights and activations but keeps float32 input and output
 (casts at both ends), for GPU / TensorRT deployment; onnxruntime's CPU provider lacks float16 kernels for
 several ops, so its verification runs only where the provider can execute it.
+
+``static=True`` exports one fixed input shape ``[batch_size, 3, H, W]`` instead (``anydepth.static_shape`` in
+the metadata; ``OnnxRunner`` resizes other inputs to it): everything that depends only on the size (position
+tables, RoPE angles, their resampling) is folded into constants, which a TensorRT engine with one shape
+profile wants anyway and which removes operators TensorRT cannot import (VGGT's antialiased bicubic resampling
+of its position table). Every export is checked against the TensorRT 10 ONNX parser's documented operator
+support (``export.trt_check``); the findings are in ``ExportReport.tensorrt``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from anydepth.export.trt_check import check_tensorrt
 from anydepth.models.depth_model import DepthModel
 
 __all__ = ["ExportReport", "export_onnx", "verify_onnx", "DEFAULT_OPSET"]
@@ -54,6 +62,9 @@ class ExportReport:
         checks: one entry per verification input: ``{"shape": [B,3,H,W], "max_abs_diff": float}``.
         max_abs_diff: largest difference over all checks (None when not verified).
         size_bytes: file size (plus external data).
+        static_shape: ``[B, 3, H, W]`` of a static export, else None.
+        tensorrt: ``export.trt_check`` findings (``"error: ..."`` / ``"warning: ..."``); empty = nothing TensorRT
+            10's parser documents as unsupported.
     """
 
     path: Path
@@ -65,6 +76,8 @@ class ExportReport:
     checks: list[dict[str, Any]] = field(default_factory=list)
     max_abs_diff: float | None = None
     size_bytes: int = 0
+    static_shape: list[int] | None = None
+    tensorrt: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +90,8 @@ class ExportReport:
             "checks": self.checks,
             "max_abs_diff": self.max_abs_diff,
             "size_bytes": self.size_bytes,
+            "static_shape": self.static_shape,
+            "tensorrt": self.tensorrt,
         }
 
 
@@ -108,6 +123,8 @@ def export_onnx(
     tolerance: float | None = None,
     overwrite: bool = False,
     threads: int | None = None,
+    static: bool = False,
+    batch_size: int = 1,
 ) -> ExportReport:
     """Export ``model`` to ONNX with dynamic batch, height and width, then verify it with onnxruntime.
 
@@ -117,11 +134,14 @@ def export_onnx(
         export_hw: example input size (default: 4 x 4 patches); the graph accepts any multiple of the patch.
         opset: ONNX opset (>= 18 for the dynamo exporter).
         fp16: float16 weights/activations with float32 I/O.
-        verify: compare onnxruntime with PyTorch on inputs of other sizes and batch sizes.
-        verify_hw: sizes to verify (default: two sizes different from ``export_hw``).
+        verify: compare onnxruntime with PyTorch on inputs of other sizes and batch sizes (a static export: on
+            its one shape).
+        verify_hw: sizes to verify (default: two sizes different from ``export_hw``; not with ``static``).
         tolerance: maximum allowed abs difference (default 1e-4 for float32, 5e-2 for float16).
         overwrite: replace an existing file.
         threads: onnxruntime intra-op threads for the verification.
+        static: fixed input shape ``[batch_size, 3, *export_hw]`` instead of dynamic batch, H and W.
+        batch_size: the batch of a static export.
 
     Returns:
         An ``ExportReport``.
@@ -143,6 +163,10 @@ def export_onnx(
     eh, ew = export_hw or (4 * p, 4 * p)
     if eh % p or ew % p or eh < p or ew < p:
         raise ValueError(f"export_hw {(eh, ew)} must be positive multiples of the patch size {p}")
+    if static and verify_hw is not None:
+        raise ValueError("verify_hw is not used with static=True (a static graph runs at export_hw only)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if verify_hw is None:
         verify_hw = [(eh + 2 * p, ew - p if ew > p else ew + 3 * p), (max(eh - p, p), ew + 2 * p)]
     for hw in verify_hw:
@@ -163,8 +187,8 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=1024)
     th = torch.export.Dim("tokens_h", min=1, max=4096)
     tw = torch.export.Dim("tokens_w", min=1, max=4096)
-    # batch 2 in the example: torch.export specialises dimensions of size 1
-    example = torch.rand(2, 3, eh, ew, generator=torch.Generator().manual_seed(0))
+    # batch 2 in the dynamic example: torch.export specialises dimensions of size 1
+    example = torch.rand(batch_size if static else 2, 3, eh, ew, generator=torch.Generator().manual_seed(0))
     big = _param_bytes(net, fp16) > 1_800_000_000
     meta = {
         "anydepth.patch_size": str(p),
@@ -174,6 +198,8 @@ def export_onnx(
         "anydepth.version": __version__,
         "anydepth.io": "image: float32 [B,3,H,W] RGB in [0,1] -> depth: float32 [B,1,H,W]",
     }
+    if static:
+        meta["anydepth.static_shape"] = f"{batch_size}x3x{eh}x{ew}"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -187,7 +213,7 @@ def export_onnx(
                 opset_version=opset,
                 input_names=["image"],
                 output_names=["depth"],
-                dynamic_shapes={"x": {0: batch, 2: p * th, 3: p * tw}},
+                dynamic_shapes=None if static else {"x": {0: batch, 2: p * th, 3: p * tw}},
                 optimize=True,
                 verbose=False,
             )
@@ -204,11 +230,16 @@ def export_onnx(
             fp16=fp16,
             export_hw=(eh, ew),
             seconds=seconds,
+            static_shape=[batch_size, 3, eh, ew] if static else None,
+            tensorrt=[str(i) for i in check_tensorrt(tmp)],
         )
         if verify:
-            report.checks = verify_onnx(
-                tmp, ref_model, [(1, *verify_hw[0]), *[(2, *hw) for hw in verify_hw[1:]]], threads
+            shapes = (
+                [(batch_size, eh, ew)]
+                if static
+                else [(1, *verify_hw[0]), *[(2, *hw) for hw in verify_hw[1:]]]
             )
+            report.checks = verify_onnx(tmp, ref_model, shapes, threads)
             report.max_abs_diff = max(c["max_abs_diff"] for c in report.checks) if report.checks else None
             if report.max_abs_diff is not None and report.max_abs_diff > tol:
                 raise ValueError(

@@ -41,6 +41,7 @@ class OnnxRunner:
         device: ``torch.device("cpu")`` (inputs are copied to host memory for onnxruntime).
         precision: ``"float32"`` or ``"float16"`` (graph precision; I/O is always float32).
         model_config: the exporting model's ``ModelConfig`` as a dict (or None).
+        static_shape: ``(B, H, W)`` of a static export, else None (see ``forward``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -83,6 +84,12 @@ class OnnxRunner:
                 f"{self.path}: expected one [B,3,H,W] input, got {[(i.name, i.shape) for i in inputs]}"
             )
         self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        #: ``(B, H, W)`` of a static export (``anydepth export --static``), else None: other inputs are resized
+        #: to ``(H, W)`` and run in chunks of ``B`` (the last one padded), and the output resized back.
+        self.static_shape: tuple[int, int, int] | None = (
+            (int(shape[0]), int(shape[2]), int(shape[3])) if all(isinstance(d, int) for d in shape) else None
+        )
         self.output_name = self.session.get_outputs()[0].name
         meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         if "anydepth.patch_size" not in meta:
@@ -100,6 +107,9 @@ class OnnxRunner:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` float RGB in [0, 1] -> float32 ``[B,1,H,W]`` in ``output_space`` (on the CPU).
 
+        A static export runs at its one shape: the input is resized (bilinear) to its ``(H, W)``, run in chunks
+        of its batch, and the output resized back to the input's ``(H, W)``.
+
         Raises:
             ValueError: wrong rank/channels or H, W not multiples of ``patch_size``.
         """
@@ -109,14 +119,39 @@ class OnnxRunner:
             raise ValueError(
                 f"input size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}"
             )
-        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        (out,) = self.session.run([self.output_name], {self.input_name: arr})
+        x = x.detach().to("cpu", torch.float32)
+        if self.static_shape is not None:
+            return self._forward_static(x, self.static_shape)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x.numpy())})
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def _forward_static(self, x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        b, h, w = shape
+        hw = tuple(x.shape[-2:])
+        if hw != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        outs = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i : i + b]
+            n = chunk.shape[0]
+            if n < b:  # pad the last chunk with copies of its last image
+                chunk = torch.cat([chunk, chunk[-1:].expand(b - n, -1, -1, -1)])
+            outs.append(self._run(chunk)[:n])
+        out = torch.cat(outs)
+        if hw != (h, w):
+            out = F.interpolate(out, size=hw, mode="bilinear", align_corners=False)
+        return out
 
     __call__ = forward
 
     def __repr__(self) -> str:
         return (
             f"OnnxRunner({str(self.path)!r}, patch_size={self.patch_size}, precision={self.precision}, "
+            f"static_shape={self.static_shape}, "
             f"providers={self.providers}, threads={self.threads})"
         )

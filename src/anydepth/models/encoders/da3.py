@@ -89,14 +89,18 @@ class QKNormAttention(nn.Module):
         self.k_norm: nn.Module = nn.LayerNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``[B,N,C] -> [B,N,C]``; ``rope`` = ``(sin, cos)``, each ``[N, head_dim]`` (row half, column half)."""
+    def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
+        """``[B,N,C] -> [B,N,C]``; ``rope``: float32 angles ``[N, head_dim]`` (``rope2d_angles``: row half, column
+        half). As in DA3 and VGGT, the sines and cosines are taken in q's dtype after casting the angles to it
+        (so a float16 model rotates with float16 tables, and q, k and v keep one dtype)."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B,heads,N,head_dim]
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = _rope2d(q, *rope), _rope2d(k, *rope)
+            ang = rope.to(q.dtype)
+            sin, cos = ang.sin(), ang.cos()
+            q, k = _rope2d(q, sin, cos), _rope2d(k, sin, cos)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
@@ -108,8 +112,8 @@ def _rope2d(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
     )
 
 
-def rope2d_tables(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
-    """DA3's 2D RoPE sines and cosines.
+def rope2d_angles(positions: Tensor, head_dim: int, base: float) -> Tensor:
+    """DA3's (and VGGT's) 2D RoPE angles.
 
     Args:
         positions: ``[N, 2]`` integer (row, column) positions.
@@ -117,18 +121,24 @@ def rope2d_tables(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor
         base: frequency base.
 
     Returns:
-        ``(sin, cos)``, each float32 ``[N, head_dim]``: the first half encodes rows, the second columns; within a
-        half, frequency ``j`` is at ``j`` and ``j + head_dim/4``.
+        float32 ``[N, head_dim]`` in radians: the first half encodes rows, the second columns; within a half,
+        frequency ``j`` is at ``j`` and ``j + head_dim/4``.
     """
     d = head_dim // 2
     inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, device=positions.device).float() / d))  # [d/2]
-    parts_sin, parts_cos = [], []
+    parts = []
     for axis in (0, 1):
         ang = positions[:, axis].to(torch.float32)[:, None] * inv_freq[None, :]  # [N,d/2]
-        ang = torch.cat([ang, ang], dim=-1)
-        parts_sin.append(ang.sin())
-        parts_cos.append(ang.cos())
-    return torch.cat(parts_sin, dim=-1), torch.cat(parts_cos, dim=-1)
+        parts += [ang, ang]
+    return torch.cat(parts, dim=-1)
+
+
+def rope2d_tables(
+    positions: Tensor, head_dim: int, base: float, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """``(sin, cos)`` of ``rope2d_angles``, each ``[N, head_dim]`` in ``dtype`` (angles cast first, as DA3 does)."""
+    ang = rope2d_angles(positions, head_dim, base).to(dtype)
+    return ang.sin(), ang.cos()
 
 
 class DA3ViT(DinoV2ViT):
@@ -169,8 +179,8 @@ class DA3ViT(DinoV2ViT):
             attn=attn,
         )
 
-    def _rope(self, h: int, w: int, device: torch.device, frame: bool) -> tuple[Tensor, Tensor]:
-        """Tables for ``[cls, h*w patches]``: frame attention uses (row+1, col+1), global attention (1, 1)."""
+    def _rope(self, h: int, w: int, device: torch.device, frame: bool) -> Tensor:
+        """Angles for ``[cls, h*w patches]``: frame attention uses (row+1, col+1), global attention (1, 1)."""
         if frame:
             # broadcast + reshape rather than repeat_interleave/repeat: exports to ONNX with a dynamic grid
             rows = torch.arange(h, device=device)[:, None].expand(h, w).reshape(-1)
@@ -179,7 +189,7 @@ class DA3ViT(DinoV2ViT):
         else:
             pos = torch.ones(h * w, 2, dtype=torch.long, device=device)
         pos = torch.cat([torch.zeros(1, 2, dtype=pos.dtype, device=device), pos], dim=0)
-        return rope2d_tables(pos, self.config.embed_dim // self.config.num_heads, self.config.rope_freq)
+        return rope2d_angles(pos, self.config.embed_dim // self.config.num_heads, self.config.rope_freq)
 
     def _run_blocks(self, x: Tensor, taps: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
         c: DA3Config = self.config

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from anydepth.models.encoders.da3 import QKNormAttention, rope2d_tables
+from anydepth.models.encoders.da3 import QKNormAttention, rope2d_angles
 from anydepth.models.encoders.dinov2 import DinoV2Config, DinoV2ViT
 from anydepth.models.encoders.vit_layers import Block, Mlp, check_block_indices, register_family
 
@@ -142,8 +142,9 @@ class VGGTAggregator(nn.Module):
             attn=attn,
         )
 
-    def _rope(self, h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor] | None:
-        """RoPE tables for ``[camera, registers, h*w patches]``, in the dtype of ``like`` (as VGGT computes them)."""
+    def _rope(self, h: int, w: int, like: Tensor) -> Tensor | None:
+        """RoPE angles for ``[camera, registers, h*w patches]`` on ``like``'s device (the attention takes their
+        sines and cosines in q's dtype, as VGGT does)."""
         c = self.config
         if c.rope_freq <= 0:
             return None
@@ -151,8 +152,7 @@ class VGGTAggregator(nn.Module):
         cols = torch.arange(w, device=like.device)[None, :].expand(h, w)
         patches = torch.stack([rows, cols], dim=-1).reshape(h * w, 2) + 1  # [hw,2] (row + 1, col + 1)
         special = torch.zeros(self.num_prefix_tokens, 2, dtype=patches.dtype, device=like.device)
-        sin, cos = rope2d_tables(torch.cat([special, patches]), c.embed_dim // c.num_heads, c.rope_freq)
-        return sin.to(like.dtype), cos.to(like.dtype)
+        return rope2d_angles(torch.cat([special, patches]), c.embed_dim // c.num_heads, c.rope_freq)
 
     def _run(self, x: Tensor, taps: Sequence[int] | None) -> dict[int, Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:

@@ -446,8 +446,9 @@ class Block(nn.Module):
         self.mlp = mlp
         self.ls2: nn.Module = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``[B,N,C] -> [B,N,C]``."""
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | Tensor | None = None) -> Tensor:
+        """``[B,N,C] -> [B,N,C]``; ``rope`` is passed to the attention as is (``Attention``: ``(sin, cos)``;
+        DA3/VGGT's ``QKNormAttention``: an angle table)."""
         x = x + self.ls1(self.attn(self.norm1(x), rope))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
