@@ -179,6 +179,14 @@ def test_cli_live_writes_outputs(
         [*argv, "--smooth", "0.7", "--max-frames", "2", "--no-realtime", "--save", "latest", "--overwrite"]
     )
     assert rc == 0 and json.loads((out / "live.json").read_text())["stats"]["frames_out"] == 2
+    assert json.loads((out / "live.json").read_text())["model"] == {"preset": "sdt_test", "fast": True}
+    # a decoder without a fast path (DAv2's DPT) runs eagerly by default; an explicit --fast is refused
+    dav2 = ["live", f"{base}/clip.ts", "-o", str(out), "--model", "dpt_dav2_test", "--size", "native"]
+    assert main([*dav2, "--max-frames", "1", "--no-realtime", "--save", "latest", "--overwrite"]) == 0
+    assert json.loads((out / "live.json").read_text())["model"] == {"preset": "dpt_dav2_test", "fast": False}
+    assert (
+        main([*dav2, "--fast", "--max-frames", "1", "--no-realtime", "--save", "latest", "--overwrite"]) == 2
+    )
 
 
 def test_depth_sequence_writers_round_trip(tmp_path: Path) -> None:

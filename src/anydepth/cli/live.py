@@ -1,8 +1,9 @@
 """``anydepth live``: depth from a camera, a network stream or a video file played in real time.
 
 Frames are read with PyAV on a background thread into a one-slot mailbox (latest frame wins: when inference is
-slower than the source, frames are dropped, never queued), predicted with the fast path, aligned over time
-(``ops.temporal``; ``--per-frame`` disables it) and written to ``--output``: a colour depth video
+slower than the source, frames are dropped, never queued), predicted with the fast path (where the model's
+decoder has one; else the eager model), aligned over time (``ops.temporal``; ``--per-frame`` disables it) and
+written to ``--output``: a colour depth video
 (``depth.mp4``, no audio, at the source's frame rate), optional 16-bit PNG / ``.npz`` sequences of the aligned
 values, ``latest.jpg`` (the newest colour frame, replaced atomically: other tools can poll it) and
 ``live.json`` (statistics). A dropped stream is reopened with exponential back-off. Ctrl-C stops cleanly: the
@@ -40,7 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--encoder-weights", metavar="FILE", help="encoder weights (decoder-only checkpoints)")
     g.add_argument("--size", default="384", metavar="SPEC", help="processing size (default short side 384)")
     add_runtime_args(
-        g, fast_help="optimised inference path (the default here; --no-fast for the eager model)"
+        g,
+        fast_help="optimised inference path (the default here wherever the decoder has one, else the eager "
+        "model; --fast insists, --no-fast for the eager model)",
     )
     g.add_argument(
         "--no-fast", dest="fast", action="store_false", help="plain eager model instead of the fast path"
@@ -62,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, metavar="F", help="frame rate of the written video (default: source)")
     g.add_argument("--colormap", default="turbo", metavar="NAME", help="colour map (default turbo)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=run, fast=True)
+    p.set_defaults(func=run, fast="auto")
 
 
 _KINDS = ("video", "latest", "png16", "npz")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.checkpoint and not args.model:
         raise ValueError("give --checkpoint FILE (or --model PRESET for a random-weight smoke test)")
-    runner = build_runner(args).runner
+    built = build_runner(args)
+    runner = built.runner
     space = runner.output_space
     colorizer = DepthColorizer(
         runner, resolution=args.size, colormap=args.colormap, align=not args.per_frame, smooth=args.smooth
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "source": source.spec,
         "kind": source.kind,
+        "model": {**built.source(), "fast": built.fast},
         "stream": reader.info,
         "interrupted": interrupted,
         "temporal_alignment": colorizer.aligner is not None,

@@ -213,7 +213,8 @@ def build_runner(args: argparse.Namespace) -> BuiltRunner:
     """Build the runner of ``infer`` / ``serve`` / ``eval`` from parsed arguments.
 
     Reads ``checkpoint``, ``model`` (preset), ``encoder_weights``, ``device``, ``dtype`` and, when present,
-    ``fast``, ``backend``, ``onnx``. A preset without a checkpoint logs that its decoder is random.
+    ``fast`` (True, False, or ``"auto"``: the fast path when the decoder has one, else the eager model),
+    ``backend``, ``onnx``. A preset without a checkpoint logs that its decoder is random.
 
     Raises:
         ValueError: contradictory or missing choices, an unknown device/dtype, or a device this machine lacks.
@@ -223,7 +224,8 @@ def build_runner(args: argparse.Namespace) -> BuiltRunner:
 
     checkpoint = getattr(args, "checkpoint", None)
     preset = getattr(args, "model", None)
-    fast = bool(getattr(args, "fast", False))
+    fast_arg = getattr(args, "fast", False)  # True, False or "auto" (the fast path where the decoder has one)
+    fast = fast_arg is True
     backend = getattr(args, "backend", "torch")
     onnx = getattr(args, "onnx", None)
     if backend == "onnxruntime" or onnx:
@@ -255,6 +257,12 @@ def build_runner(args: argparse.Namespace) -> BuiltRunner:
         raise ValueError(
             "no model: give --checkpoint FILE (or --model PRESET for a random-weight smoke test)"
         )
+    if fast_arg == "auto":
+        from anydepth.models.fast import has_fast_path
+
+        fast = has_fast_path(model.decoder)
+        if not fast:
+            log.info("no fast path for the %s decoder: running the eager model", type(model.decoder).__name__)
     return BuiltRunner(
         _fast_torch_runner(model, device, dtype, fast),
         model=model,

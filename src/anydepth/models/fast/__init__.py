@@ -66,6 +66,7 @@ __all__ = [
     "FastDPTDecoder",
     "fast_decoder",
     "decoder_name",
+    "has_fast_path",
     "fast_options",
     "optimize_for_inference",
     "fold_bn_after",
@@ -84,6 +85,12 @@ def decoder_name(decoder: nn.Module) -> str | None:
     exact = [n for n in names if type(decoder) is DECODERS.get(n)]
     found = exact or [n for n in names if isinstance(decoder, DECODERS.get(n))]
     return found[0] if found else None
+
+
+def has_fast_path(decoder: nn.Module) -> bool:
+    """Whether ``decoder``'s type has a fast builder in ``FAST_DECODERS`` (``fast_decoder`` accepts it)."""
+    name = decoder_name(decoder)
+    return name is not None and name in FAST_DECODERS
 
 
 def fast_options(name: str) -> set[str]:
@@ -107,7 +114,7 @@ def fast_decoder(decoder: nn.Module, **kwargs: Any) -> nn.Module:
         ValueError: a decoder without a fast builder, or an option its builder does not take.
     """
     name = decoder_name(decoder)
-    if name is None or name not in FAST_DECODERS:
+    if name is None or not has_fast_path(decoder):
         raise ValueError(
             f"no fast path for decoder type {type(decoder).__name__}; decoders with one: {FAST_DECODERS.names()}"
         )
