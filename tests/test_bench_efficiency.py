@@ -174,3 +174,21 @@ def test_emulated_low_precision_is_skipped_not_timed(monkeypatch: pytest.MonkeyP
     # allowed explicitly: timed (tiny model, so emulation is affordable)
     rows = benchmark(dataclasses.replace(cfg, allow_emulated=True, variants=("fast",)))
     assert all(r.latency_ms is not None and r.note == "" for r in rows)
+
+
+def test_models_without_a_fast_path_get_skipped_rows_and_the_table_stays_one_line_per_row() -> None:
+    cfg = BenchConfig(
+        models=("dpt_dav2_test",), resolutions=(56,), variants=("eager", "fast", "fast_direct"),
+        warmup=0, repeats=1, memory=True, flops=False,
+    )  # fmt: skip
+    rows = benchmark(cfg)
+    by = {r.variant: r for r in rows}
+    assert by["eager"].latency_ms is not None and by["eager"].peak_mem_mib is not None
+    for v in ("fast", "fast_direct"):
+        assert by[v].latency_ms is None and by[v].peak_mem_mib is None
+        assert by[v].note.startswith("skipped: no fast path for the dpt_dav2 decoder")
+    # a note with a line break or a pipe (e.g. an error text) cannot break the markdown table
+    by["eager"].note = "failed: line one\nline | two"
+    table = format_table(rows)
+    assert len(table.splitlines()) == 2 + len(rows)
+    assert "failed: line one line \\| two" in table

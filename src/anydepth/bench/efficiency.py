@@ -590,7 +590,8 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
                                         params_total=params["total"],
                                         gflops=g_flops,
                                         gflops_paper=g_paper if part == "decoder" else None,
-                                        note=_emulation_note(dtype_name, device, config.allow_emulated),
+                                        note=_fast_path_note(cfg, variant)
+                                        or _emulation_note(dtype_name, device, config.allow_emulated),
                                     )
                                 )
                         if config.latency:
@@ -627,6 +628,15 @@ def benchmark(config: BenchConfig, progress: Callable[[str], None] | None = None
                                     row.note = (row.note + f" memory failed: {e}").strip()
                         rows.extend(group)
     return rows
+
+
+def _fast_path_note(cfg: ModelConfig, variant: str) -> str:
+    """``"skipped: ..."`` for a fast-path variant of a model whose decoder has no fast builder, else ``""``."""
+    from anydepth.registry import FAST_DECODERS
+
+    if variant == "eager" or cfg.decoder in FAST_DECODERS:
+        return ""
+    return f"{_SKIPPED} no fast path for the {cfg.decoder} decoder (fast paths: {', '.join(FAST_DECODERS.names())})"
 
 
 def _emulation_note(dtype_name: str, device: str, allow: bool) -> str:
@@ -741,7 +751,8 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         cells = []
         for attr, _, fmt in cols:
             v = getattr(r, attr)
-            cells.append("" if v is None else format(v, fmt) if fmt != "s" else str(v))
+            text = "" if v is None else format(v, fmt) if fmt != "s" else str(v)
+            cells.append(" ".join(text.split()).replace("|", "\\|"))  # one line, no cell breaks
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -162,8 +162,9 @@ def measure_peak_memory(
             timeout=timeout,
             check=False,
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory measurement of {spec} failed: {proc.stderr.strip()[-2000:]}")
+        if proc.returncode != 0:  # the child's last stderr line is its exception ("ValueError: ...")
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise RuntimeError(f"memory measurement of {spec['variant']} {spec['dtype']} failed: {lines[-1]}")
         if not result_path.is_file():
             raise RuntimeError(f"memory measurement of {spec} wrote no result: {proc.stderr.strip()[-500:]}")
         result: dict[str, Any] = json.loads(result_path.read_text())
