@@ -140,6 +140,8 @@ def test_static_export_runs_any_input_through_its_one_shape(tmp_path: Path, nont
     ref = F.interpolate(ref, size=(48, 80), mode="bilinear", align_corners=False)
     assert got.shape == (3, 1, 48, 80) and ref.std() > 1e-3
     assert (got - ref).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="B >= 1"):
+        runner(torch.rand(0, 3, 64, 96))
     with pytest.raises(ValueError, match="verify_hw"):
         export_onnx(model, tmp_path / "s2.onnx", export_hw=(64, 64), static=True, verify_hw=[(32, 32)])
 

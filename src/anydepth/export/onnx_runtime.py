@@ -113,8 +113,8 @@ class OnnxRunner:
         Raises:
             ValueError: wrong rank/channels or H, W not multiples of ``patch_size``.
         """
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected input [B,3,H,W], got {tuple(x.shape)}")
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
+            raise ValueError(f"expected input [B,3,H,W] with B >= 1, got {tuple(x.shape)}")
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
             raise ValueError(
                 f"input size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}"
