@@ -123,7 +123,12 @@ def test_live_page_browser_camera_and_server_stream(server: str, browser: object
     text = _wait_stats(drv, r"browser camera: [0-9.]+ fps, latency [0-9]+ ms, model [0-9.]+ ms")
     fps = float(re.search(r"([0-9.]+) fps", text).group(1))  # type: ignore[union-attr]
     assert fps > 0
-    w = drv.execute_script("return document.getElementById('depth').naturalWidth")  # type: ignore[attr-defined]
+    # the stats line is updated when the answer arrives; the <img> decodes the depth frame just after
+    deadline = time.monotonic() + 15
+    w = 0
+    while w == 0 and time.monotonic() < deadline:
+        w = drv.execute_script("return document.getElementById('depth').naturalWidth")  # type: ignore[attr-defined]
+        time.sleep(0.1)
     assert w > 0
     out = Path(os.environ.get("ANYDEPTH_TEST_ARTIFACTS", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
