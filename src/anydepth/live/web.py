@@ -324,8 +324,11 @@ async function loop() {
     canvas.getContext("2d").drawImage(video, 0, 0);
     const blob = await new Promise(r => canvas.toBlob(r, "image/jpeg", 0.8));
     const sent = performance.now();
-    const res = await fetch("v1/live/frame?session_id=" + session, {method: "POST", body: blob,
-      headers: {"Content-Type": "image/jpeg"}, credentials: "same-origin"});
+    let res;
+    try {
+      res = await fetch("v1/live/frame?session_id=" + session, {method: "POST", body: blob,
+        headers: {"Content-Type": "image/jpeg"}, credentials: "same-origin"});
+    } catch (e) { show("server not reachable: " + e); running = false; break; }
     if (res.status === 429) { await new Promise(r => setTimeout(r, 10)); continue; }
     if (!res.ok) { show("error: " + (await res.text())); running = false; break; }
     const url = URL.createObjectURL(await res.blob());
